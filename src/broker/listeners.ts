@@ -1,0 +1,114 @@
+/**
+ * The broker's network listeners: plain MQTT over TCP and MQTT over TLS. Each tags its connections
+ * with the listener they came through (the auth seam decides per listener) and tracks its sockets, so
+ * closing a listener also ends connections that never sent CONNECT.
+ */
+import { readFileSync } from 'node:fs';
+import { createServer as createTcpServer, isIP, type Server, type Socket, type AddressInfo } from 'node:net';
+import { createServer as createTlsServer, type TLSSocket } from 'node:tls';
+import type { Aedes } from 'aedes';
+import type { Logger } from '../log/logger.js';
+import { CoordinatorError } from '../errors.js';
+import { tagConnection, type ListenerInfo } from './auth.js';
+
+/** What a listener binds and how. */
+export interface ListenerSpec {
+  readonly name: 'mqtt' | 'mqtts';
+  readonly host: string;
+  readonly port: number;
+  readonly tls?: { certFile: string; keyFile: string; caFile?: string | undefined; passphrase?: string | undefined };
+}
+
+/** A bound listener. */
+export interface Listener {
+  readonly name: string;
+  readonly protocol: 'mqtt' | 'mqtts';
+  readonly host: string;
+  readonly port: number;
+  readonly url: string;
+  readonly loopback: boolean;
+  /** Stops accepting connections and destroys the ones still open. */
+  close(): Promise<void>;
+}
+
+/** True when `host` names only the local machine. */
+export function isLoopbackHost(host: string): boolean {
+  if (host === 'localhost' || host === '::1') return true;
+  return isIP(host) === 4 && host.startsWith('127.');
+}
+
+function readPem(path: string, what: string): Buffer {
+  try {
+    return readFileSync(path);
+  } catch (err) {
+    throw new CoordinatorError('COORD_ERR_BROKER_TLS', `cannot read TLS ${what} ${path}: ${(err as Error).message}`, { cause: err });
+  }
+}
+
+function makeServer(spec: ListenerSpec, accept: (socket: Socket) => void): Server {
+  if (!spec.tls) return createTcpServer({ noDelay: true }, accept);
+  const { certFile, keyFile, caFile, passphrase } = spec.tls;
+  try {
+    const server = createTlsServer(
+      {
+        cert: readPem(certFile, 'certificate'),
+        key: readPem(keyFile, 'key'),
+        ...(caFile ? { ca: readPem(caFile, 'CA bundle') } : {}),
+        ...(passphrase ? { passphrase } : {}),
+        minVersion: 'TLSv1.2',
+      },
+      (socket: TLSSocket) => accept(socket),
+    );
+    return server;
+  } catch (err) {
+    if (err instanceof CoordinatorError) throw err;
+    throw new CoordinatorError('COORD_ERR_BROKER_TLS', `TLS listener cannot use its certificate/key: ${(err as Error).message}`, { cause: err });
+  }
+}
+
+/** Binds one listener and hands its connections to `broker`. */
+export async function startListener(spec: ListenerSpec, broker: Aedes, log: Logger): Promise<Listener> {
+  const info: ListenerInfo = { name: spec.name, tls: Boolean(spec.tls), loopback: isLoopbackHost(spec.host) };
+  const sockets = new Set<Socket>();
+  const server = makeServer(spec, (socket) => {
+    sockets.add(socket);
+    socket.once('close', () => sockets.delete(socket));
+    socket.setNoDelay(true);
+    tagConnection(socket, info);
+    broker.handle(socket);
+  });
+  server.on('tlsClientError', (err: Error) => log.debug({ err: err.message, listener: spec.name }, 'TLS handshake failed'));
+
+  await new Promise<void>((resolve, reject) => {
+    const onError = (err: NodeJS.ErrnoException): void => {
+      reject(
+        new CoordinatorError('COORD_ERR_BROKER_LISTEN', `${spec.name} listener cannot bind ${spec.host}:${spec.port}: ${err.code ?? err.message}`, {
+          cause: err,
+        }),
+      );
+    };
+    server.once('error', onError);
+    server.listen({ host: spec.host, port: spec.port }, () => {
+      server.off('error', onError);
+      resolve();
+    });
+  });
+  server.on('error', (err) => log.error({ err, listener: spec.name, code: 'COORD_ERR_BROKER_LISTEN' }, 'listener error'));
+
+  const address = server.address() as AddressInfo;
+  const protocol = spec.tls ? 'mqtts' : 'mqtt';
+  const hostForUrl = address.family === 'IPv6' ? `[${address.address}]` : address.address;
+  return {
+    name: spec.name,
+    protocol,
+    host: address.address,
+    port: address.port,
+    url: `${protocol}://${hostForUrl}:${address.port}`,
+    loopback: info.loopback,
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        for (const socket of sockets) socket.destroy();
+      }),
+  };
+}

@@ -1,0 +1,304 @@
+/**
+ * Durable aedes persistence: aedes-persistence's in-memory implementation (its qlobber trie keeps topic
+ * matching fast) with every change mirrored into the embedded database through group commit.
+ *
+ * What must be durable before aedes acknowledges it is awaited: a QoS 1/2 message queued for a
+ * persistent session (the publisher's PUBACK waits for it), retained messages, subscriptions of
+ * persistent sessions (SUBACK/UNSUBACK), inbound QoS 2 state (PUBREC) and wills. Bookkeeping that only
+ * narrows redelivery (packet ids assigned, PUBACKs received) is queued in order but not awaited: losing
+ * it in a crash means a QoS 1 message is delivered again, which QoS 1 allows [MQTT-4.3.2].
+ *
+ * Memory and database stay in step because each method mutates memory and queues its database write in
+ * the same synchronous segment, so both see operations in the same order.
+ */
+import type { Aedes, Client } from 'aedes';
+import type { AedesPacket } from 'aedes-packet';
+import MemoryPersistence from 'aedes-persistence/asyncPersistence.js';
+import type { Store } from '../store/database.js';
+
+type Packet = AedesPacket & Record<string, unknown>;
+type Subscription = { topic: string; qos: number } & Record<string, unknown>;
+
+interface PacketRow {
+  topic: string;
+  payload: Buffer;
+  meta: string;
+}
+
+/** Splits a packet into the columns we store: topic, payload bytes, the rest as JSON. */
+function encode(packet: Packet): PacketRow {
+  const { topic, payload, ...rest } = packet;
+  const bytes = Buffer.isBuffer(payload) ? payload : Buffer.from((payload as string | undefined) ?? '');
+  return { topic: (topic as string | undefined) ?? '', payload: bytes, meta: JSON.stringify(rest) };
+}
+
+function decode(row: PacketRow): Packet {
+  return { ...(JSON.parse(row.meta) as Packet), topic: row.topic, payload: row.payload };
+}
+
+/** A will left by a client of a previous run that ended without closing its connections. */
+export interface OrphanedWill {
+  readonly clientId: string;
+  readonly packet: Packet;
+}
+
+/** aedes persistence backed by memory for speed and the embedded database for durability. */
+export class DurablePersistence extends MemoryPersistence {
+  readonly #store: Store;
+  readonly #sql: ReturnType<typeof prepare>;
+  /** Client ids that own rows (subscriptions, queue, inbound QoS 2): only they cost database writes. */
+  readonly #durableClients = new Set<string>();
+  readonly #clientsWithWill = new Set<string>();
+  #orphanedWills: OrphanedWill[] = [];
+
+  constructor(store: Store) {
+    super();
+    this.#store = store;
+    this.#sql = prepare(store);
+  }
+
+  override async setup(broker: Aedes): Promise<void> {
+    await super.setup(broker);
+    await this.#restore();
+  }
+
+  /** Wills of clients connected when the previous process died; the broker publishes them once. */
+  takeOrphanedWills(): OrphanedWill[] {
+    const wills = this.#orphanedWills;
+    this.#orphanedWills = [];
+    return wills;
+  }
+
+  async #restore(): Promise<void> {
+    const s = this.#sql;
+    for (const row of s.allRetained.all() as PacketRow[]) await super.storeRetained(decode(row));
+
+    const subsByClient = new Map<string, Subscription[]>();
+    for (const row of s.allSubscriptions.all() as { client_id: string; topic: string; meta: string }[]) {
+      const list = subsByClient.get(row.client_id) ?? [];
+      list.push({ topic: row.topic, ...(JSON.parse(row.meta) as { qos: number }) });
+      subsByClient.set(row.client_id, list);
+    }
+    for (const [clientId, subs] of subsByClient) {
+      this.#durableClients.add(clientId);
+      await super.addSubscriptions(asClient(clientId), subs as never);
+    }
+
+    for (const row of s.allOutgoing.all() as (PacketRow & { client_id: string; message_id: number | null })[]) {
+      this.#durableClients.add(row.client_id);
+      const packet = decode(row);
+      await super.outgoingEnqueue({ clientId: row.client_id }, packet);
+      // Enqueue forgets packet ids; put back the one the client may already have seen [MQTT-4.4.0-1].
+      if (row.message_id !== null) await super.outgoingUpdate(asClient(row.client_id), { ...packet, messageId: row.message_id });
+    }
+
+    for (const row of s.allIncoming.all() as (PacketRow & { client_id: string; message_id: number })[]) {
+      this.#durableClients.add(row.client_id);
+      await super.incomingStorePacket(asClient(row.client_id), { ...decode(row), messageId: row.message_id });
+    }
+
+    this.#orphanedWills = (s.allWills.all() as (PacketRow & { client_id: string })[]).map((row) => ({
+      clientId: row.client_id,
+      packet: decode(row),
+    }));
+    if (this.#orphanedWills.length > 0) {
+      const w = this.#store.writer;
+      await w.write(() => s.clearWills.run());
+    }
+  }
+
+  override storeRetained(packet: AedesPacket): Promise<void> {
+    const memory = super.storeRetained(packet);
+    const row = encode(packet as Packet);
+    const durable = this.#store.writer.write(() => {
+      if (row.payload.length === 0) this.#sql.deleteRetained.run(row.topic);
+      else this.#sql.upsertRetained.run(row.topic, row.payload, row.meta);
+    });
+    return both(memory, durable);
+  }
+
+  override addSubscriptions(client: Client, subs: Parameters<MemoryPersistence['addSubscriptions']>[1]): Promise<void> {
+    const memory = super.addSubscriptions(client, subs);
+    const id = client.id;
+    this.#durableClients.add(id);
+    const rows = subs.map((sub) => {
+      const { topic, ...meta } = sub as unknown as Subscription;
+      return [id, topic, JSON.stringify(meta)] as const;
+    });
+    const durable = this.#store.writer.write(() => {
+      for (const r of rows) this.#sql.upsertSubscription.run(...r);
+    });
+    return both(memory, durable);
+  }
+
+  override removeSubscriptions(client: Client, topics: string[]): Promise<void> {
+    const memory = super.removeSubscriptions(client, topics);
+    if (!this.#durableClients.has(client.id)) return memory;
+    const id = client.id;
+    const durable = this.#store.writer.write(() => {
+      for (const topic of topics) this.#sql.deleteSubscription.run(id, topic);
+    });
+    return both(memory, durable);
+  }
+
+  override cleanSubscriptions(client: Client): Promise<void> {
+    const memory = super.cleanSubscriptions(client);
+    const id = client.id;
+    if (!this.#durableClients.has(id)) return memory;
+    // The queue is not dropped here: aedes drains it through emptyQueue, clearing each packet.
+    const durable = this.#store.writer.write(() => this.#sql.deleteSubscriptions.run(id));
+    return both(memory, durable);
+  }
+
+  override outgoingEnqueue(sub: { clientId: string }, packet: AedesPacket): Promise<void> {
+    return this.outgoingEnqueueCombi([sub], packet);
+  }
+
+  override outgoingEnqueueCombi(subs: { clientId: string }[], packet: AedesPacket): Promise<void> {
+    const memory = super.outgoingEnqueueCombi(subs, packet);
+    if (subs.length === 0) return memory;
+    const p = packet as Packet;
+    const row = encode({ ...p, messageId: undefined } as Packet);
+    const brokerId = p.brokerId ?? '';
+    const counter = p.brokerCounter ?? 0;
+    const ids = subs.map((s) => s.clientId);
+    for (const id of ids) this.#durableClients.add(id);
+    const durable = this.#store.writer.write(() => {
+      for (const id of ids) this.#sql.insertOutgoing.run(id, brokerId, counter, row.topic, row.payload, row.meta);
+    });
+    return both(memory, durable);
+  }
+
+  override outgoingUpdate(client: Client, packet: AedesPacket): Promise<void> {
+    const memory = super.outgoingUpdate(client, packet);
+    const id = client.id;
+    if (this.#durableClients.has(id)) {
+      const p = packet as Packet;
+      const brokerId = p.brokerId ?? '';
+      const counter = p.brokerCounter ?? 0;
+      const messageId = p.messageId ?? null;
+      const row = encode({ ...p, messageId: undefined } as Packet);
+      // Mirrors MemoryPersistence#outgoingUpdate: the first queued packet from the same broker with the
+      // same counter gets the packet id; otherwise the first with this packet id is replaced (PUBREL).
+      this.#store.writer.writeLater(() => {
+        const hit = this.#sql.findOutgoingForUpdate.get(id, brokerId, counter, brokerId, messageId) as
+          | { seq: number; broker_id: string }
+          | undefined;
+        if (!hit) return;
+        if (hit.broker_id === brokerId) this.#sql.setOutgoingMessageId.run(messageId, hit.seq);
+        else this.#sql.replaceOutgoing.run(brokerId, counter, messageId, row.topic, row.payload, row.meta, hit.seq);
+      });
+    }
+    return memory;
+  }
+
+  override outgoingClearMessageId(client: Client, packet: AedesPacket): Promise<AedesPacket> {
+    const memory = super.outgoingClearMessageId(client, packet);
+    const id = client.id;
+    if (this.#durableClients.has(id)) {
+      const messageId = (packet as Packet).messageId;
+      this.#store.writer.writeLater(() => this.#sql.deleteFirstOutgoing.run(id, messageId));
+    }
+    return memory;
+  }
+
+  override incomingStorePacket(client: Client, packet: AedesPacket): Promise<void> {
+    const memory = super.incomingStorePacket(client, packet);
+    if (client.clean) return memory;
+    const id = client.id;
+    this.#durableClients.add(id);
+    const p = packet as Packet;
+    const row = encode(p);
+    const durable = this.#store.writer.write(() => this.#sql.upsertIncoming.run(id, p.messageId, row.topic, row.payload, row.meta));
+    return both(memory, durable);
+  }
+
+  override incomingDelPacket(client: Client, packet: AedesPacket): Promise<void> {
+    const memory = super.incomingDelPacket(client, packet);
+    const id = client.id;
+    if (this.#durableClients.has(id)) {
+      const messageId = (packet as Packet).messageId;
+      this.#store.writer.writeLater(() => this.#sql.deleteIncoming.run(id, messageId));
+    }
+    return memory;
+  }
+
+  override cleanIncoming(client: Client): Promise<void> {
+    const memory = super.cleanIncoming(client);
+    const id = client.id;
+    if (!this.#durableClients.has(id)) return memory;
+    const durable = this.#store.writer.write(() => this.#sql.deleteAllIncoming.run(id));
+    return both(memory, durable);
+  }
+
+  override putWill(client: Client, packet: AedesPacket): Promise<void> {
+    const memory = super.putWill(client, packet);
+    const id = client.id;
+    this.#clientsWithWill.add(id);
+    const row = encode(packet as Packet);
+    const durable = this.#store.writer.write(() => this.#sql.upsertWill.run(id, row.topic, row.payload, row.meta));
+    return both(memory, durable);
+  }
+
+  override delWill(client: Client): Promise<Packet | undefined> {
+    const memory = super.delWill(client) as Promise<Packet | undefined>;
+    const id = client.id;
+    if (this.#clientsWithWill.delete(id)) this.#store.writer.writeLater(() => this.#sql.deleteWill.run(id));
+    return memory;
+  }
+}
+
+function asClient(id: string): Client {
+  return { id } as Client;
+}
+
+/** Resolves when both the memory change and its durable write are done; fails if either fails. */
+async function both<T>(memory: Promise<T>, durable: Promise<void>): Promise<T> {
+  const [value] = await Promise.all([memory, durable]);
+  return value;
+}
+
+function prepare(store: Store) {
+  const db = store.db;
+  return {
+    allRetained: db.prepare('SELECT topic, payload, meta FROM broker_retained'),
+    upsertRetained: db.prepare(
+      'INSERT INTO broker_retained (topic, payload, meta) VALUES (?, ?, ?) ON CONFLICT (topic) DO UPDATE SET payload = excluded.payload, meta = excluded.meta',
+    ),
+    deleteRetained: db.prepare('DELETE FROM broker_retained WHERE topic = ?'),
+    allSubscriptions: db.prepare('SELECT client_id, topic, meta FROM broker_subscriptions'),
+    upsertSubscription: db.prepare(
+      'INSERT INTO broker_subscriptions (client_id, topic, meta) VALUES (?, ?, ?) ON CONFLICT (client_id, topic) DO UPDATE SET meta = excluded.meta',
+    ),
+    deleteSubscription: db.prepare('DELETE FROM broker_subscriptions WHERE client_id = ? AND topic = ?'),
+    deleteSubscriptions: db.prepare('DELETE FROM broker_subscriptions WHERE client_id = ?'),
+    allOutgoing: db.prepare('SELECT client_id, message_id, topic, payload, meta FROM broker_outgoing ORDER BY seq'),
+    insertOutgoing: db.prepare(
+      'INSERT INTO broker_outgoing (client_id, broker_id, broker_counter, message_id, topic, payload, meta) VALUES (?, ?, ?, NULL, ?, ?, ?)',
+    ),
+    findOutgoingForUpdate: db.prepare(
+      `SELECT seq, broker_id FROM broker_outgoing
+       WHERE client_id = ? AND ((broker_id = ? AND broker_counter = ?) OR (broker_id <> ? AND message_id = ?))
+       ORDER BY seq LIMIT 1`,
+    ),
+    setOutgoingMessageId: db.prepare('UPDATE broker_outgoing SET message_id = ? WHERE seq = ?'),
+    replaceOutgoing: db.prepare(
+      'UPDATE broker_outgoing SET broker_id = ?, broker_counter = ?, message_id = ?, topic = ?, payload = ?, meta = ? WHERE seq = ?',
+    ),
+    deleteFirstOutgoing: db.prepare(
+      'DELETE FROM broker_outgoing WHERE seq = (SELECT seq FROM broker_outgoing WHERE client_id = ? AND message_id = ? ORDER BY seq LIMIT 1)',
+    ),
+    allIncoming: db.prepare('SELECT client_id, message_id, topic, payload, meta FROM broker_incoming'),
+    upsertIncoming: db.prepare(
+      'INSERT INTO broker_incoming (client_id, message_id, topic, payload, meta) VALUES (?, ?, ?, ?, ?) ON CONFLICT (client_id, message_id) DO UPDATE SET topic = excluded.topic, payload = excluded.payload, meta = excluded.meta',
+    ),
+    deleteIncoming: db.prepare('DELETE FROM broker_incoming WHERE client_id = ? AND message_id = ?'),
+    deleteAllIncoming: db.prepare('DELETE FROM broker_incoming WHERE client_id = ?'),
+    allWills: db.prepare('SELECT client_id, topic, payload, meta FROM broker_wills'),
+    upsertWill: db.prepare(
+      'INSERT INTO broker_wills (client_id, topic, payload, meta) VALUES (?, ?, ?, ?) ON CONFLICT (client_id) DO UPDATE SET topic = excluded.topic, payload = excluded.payload, meta = excluded.meta',
+    ),
+    deleteWill: db.prepare('DELETE FROM broker_wills WHERE client_id = ?'),
+    clearWills: db.prepare('DELETE FROM broker_wills'),
+  };
+}

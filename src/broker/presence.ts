@@ -1,0 +1,111 @@
+/**
+ * AWS IoT lifecycle (presence) events: `$aws/events/presence/connected/<clientId>` and
+ * `$aws/events/presence/disconnected/<clientId>`, with AWS's payload fields, published by the broker
+ * itself at QoS 1 so persistent subscribers get them queued.
+ */
+import { randomUUID } from 'node:crypto';
+import type { Aedes, Client } from 'aedes';
+import type { Logger } from '../log/logger.js';
+import { principalOf } from './auth.js';
+
+/** AWS `disconnectReason` values the coordinator produces. */
+export type DisconnectReason =
+  | 'CLIENT_INITIATED_DISCONNECT'
+  | 'CLIENT_ERROR'
+  | 'CONNECTION_LOST'
+  | 'DUPLICATE_CLIENTID'
+  | 'FORBIDDEN_ACCESS'
+  | 'AUTH_ERROR'
+  | 'MQTT_KEEP_ALIVE_TIMEOUT'
+  | 'SERVER_INITIATED_DISCONNECT';
+
+interface Session {
+  readonly sessionIdentifier: string;
+  readonly principalIdentifier: string;
+  readonly ipAddress: string;
+  reason?: DisconnectReason;
+}
+
+/** Tracks sessions and publishes their lifecycle events. */
+export class Presence {
+  readonly #broker: Aedes;
+  readonly #log: Logger;
+  readonly #sessions = new WeakMap<Client, Session>();
+  /** AWS versionNumber: increases with each connection of a client id (per process run). */
+  readonly #versions = new Map<string, number>();
+
+  constructor(broker: Aedes, log: Logger) {
+    this.#broker = broker;
+    this.#log = log;
+    broker.on('clientReady', (client) => this.#connected(client));
+    broker.on('clientDisconnect', (client) => this.#disconnected(client));
+    broker.on('keepaliveTimeout', (client) => this.markReason(client, 'MQTT_KEEP_ALIVE_TIMEOUT'));
+    broker.on('clientError', (client, err) => {
+      const code = (err as NodeJS.ErrnoException).code;
+      const lost = code === 'ECONNRESET' || code === 'EPIPE' || code === 'ETIMEDOUT';
+      this.markReason(client, lost ? 'CONNECTION_LOST' : 'CLIENT_ERROR');
+    });
+  }
+
+  /** Sets why a client is about to be disconnected; the first reason recorded wins. */
+  markReason(client: Client, reason: DisconnectReason): void {
+    const session = this.#sessions.get(client);
+    if (session && !session.reason) session.reason = reason;
+  }
+
+  /** Called when a CONNECT for `clientId` will take over an existing session [MQTT-3.1.4-2]. */
+  markTakeover(existing: Client | undefined): void {
+    if (existing) this.markReason(existing, 'DUPLICATE_CLIENTID');
+  }
+
+  #connected(client: Client): void {
+    const conn = client.conn as { remoteAddress?: string };
+    const session: Session = {
+      sessionIdentifier: randomUUID(),
+      principalIdentifier: principalOf(client)?.id ?? 'anonymous',
+      ipAddress: (conn.remoteAddress ?? '').replace(/^::ffff:/, ''),
+    };
+    this.#sessions.set(client, session);
+    const versionNumber = (this.#versions.get(client.id) ?? -1) + 1;
+    this.#versions.set(client.id, versionNumber);
+    this.#publish('connected', client.id, {
+      clientId: client.id,
+      timestamp: Date.now(),
+      eventType: 'connected',
+      sessionIdentifier: session.sessionIdentifier,
+      principalIdentifier: session.principalIdentifier,
+      ipAddress: session.ipAddress,
+      versionNumber,
+    });
+  }
+
+  #disconnected(client: Client): void {
+    const session = this.#sessions.get(client);
+    if (!session) return; // never announced as connected (refused or failed before CONNACK)
+    this.#sessions.delete(client);
+    const graceful = (client as unknown as { _disconnected?: boolean })._disconnected === true;
+    const reason = graceful ? 'CLIENT_INITIATED_DISCONNECT' : (session.reason ?? 'CONNECTION_LOST');
+    this.#publish('disconnected', client.id, {
+      clientId: client.id,
+      timestamp: Date.now(),
+      eventType: 'disconnected',
+      sessionIdentifier: session.sessionIdentifier,
+      principalIdentifier: session.principalIdentifier,
+      clientInitiatedDisconnect: reason === 'CLIENT_INITIATED_DISCONNECT',
+      disconnectReason: reason,
+      ipAddress: session.ipAddress,
+      versionNumber: this.#versions.get(client.id) ?? 0,
+    });
+  }
+
+  #publish(kind: 'connected' | 'disconnected', clientId: string, event: Record<string, unknown>): void {
+    // AWS: client ids containing # or + get no lifecycle events (they cannot form a topic name).
+    if (/[#+]/.test(clientId)) return;
+    if (this.#broker.closed) return;
+    const topic = `$aws/events/presence/${kind}/${clientId}`;
+    this.#log.debug({ topic }, 'presence event');
+    this.#broker.publish({ cmd: 'publish', topic, payload: Buffer.from(JSON.stringify(event)), qos: 1, retain: false, dup: false }, (err) => {
+      if (err) this.#log.error({ err, topic, code: 'COORD_ERR_INTERNAL' }, 'presence event not published');
+    });
+  }
+}

@@ -1,0 +1,114 @@
+/**
+ * The coordinator configuration: one zod schema, and every default lives here.
+ *
+ * Values are in human units (milliseconds, bytes, ports); `compileCoordinatorOptions()` in
+ * ./load.ts turns sources into one validated, defaulted `CoordinatorConfig`.
+ */
+import { hostname } from 'node:os';
+import { z } from 'zod';
+
+/** AWS IoT thing names: 1–128 bytes of [a-zA-Z0-9:_-]. */
+export const THING_NAME_PATTERN = /^[a-zA-Z0-9:_-]+$/;
+
+/** The coordinator's default thing name, derived from the host name so two gateways never share one. */
+export function defaultThingName(host: string = hostname()): string {
+  const cleaned = host.replace(/[^a-zA-Z0-9:_-]+/g, '-').replace(/^-+|-+$/g, '').slice(0, 120);
+  return `coordinator-${cleaned || 'gateway'}`.slice(0, 128);
+}
+
+const port = z.int().min(0, 'must be 0 (pick a free port) or a TCP port').max(65535, 'must be at most 65535');
+const host = z.string().min(1, 'must be a host name or IP address');
+const filePath = z.string().min(1, 'must be a file path');
+
+const tcpListener = z
+  .object({
+    /** Whether the plain MQTT listener runs. */
+    enabled: z.boolean().default(true),
+    /** Address to bind; loopback by default so a fresh install is not exposed to the network. */
+    host: host.default('127.0.0.1'),
+    /** Port to bind; 0 picks a free port (printed at start-up). */
+    port: port.default(1883),
+  })
+  .strict();
+
+const tlsListener = z
+  .object({
+    enabled: z.boolean().default(false),
+    host: host.default('127.0.0.1'),
+    port: port.default(8883),
+    /** PEM server certificate (chain). */
+    certFile: filePath.optional(),
+    /** PEM private key of the server certificate. */
+    keyFile: filePath.optional(),
+    /** PEM CA bundle used to verify client certificates (device issue). */
+    caFile: filePath.optional(),
+    /** Passphrase of keyFile; a secret, masked by `config print`. */
+    passphrase: z.string().optional(),
+  })
+  .strict()
+  .superRefine((tls, ctx) => {
+    if (!tls.enabled) return;
+    for (const key of ['certFile', 'keyFile'] as const) {
+      if (tls[key] === undefined) {
+        ctx.addIssue({ code: 'custom', path: [key], message: 'is required when listeners.mqtts.enabled is true' });
+      }
+    }
+  });
+
+/** The full configuration schema. */
+export const configSchema = z
+  .object({
+    /** The coordinator's own thing name (its shadows live under it). */
+    thingName: z
+      .string()
+      .min(1, 'must not be empty')
+      .refine((s) => Buffer.byteLength(s) <= 128, 'must be at most 128 bytes (AWS IoT limit)')
+      .refine((s) => THING_NAME_PATTERN.test(s), 'may contain only letters, digits, ":", "_" and "-" (AWS IoT thing name)')
+      .default(() => defaultThingName()),
+    /** Data directory: the database, the admin socket, seed shadow documents. */
+    dataDir: z.string().min(1, 'must be a directory path').default('./device-shadows'),
+    logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+    listeners: z
+      .object({
+        mqtt: tcpListener.prefault({}),
+        mqtts: tlsListener.prefault({}),
+      })
+      .strict()
+      .prefault({}),
+    broker: z
+      .object({
+        /**
+         * Who may connect without credentials: `loopback` (development default: only on listeners bound to
+         * a loopback address), `never`, or `always` (explicit opt-in; logged as a warning at start-up).
+         */
+        anonymous: z.enum(['loopback', 'never', 'always']).default('loopback'),
+        /** Longest accepted MQTT client id, in bytes; AWS IoT allows 128. */
+        maxClientIdBytes: z.int().min(23, 'must be at least 23 ([MQTT-3.1.3-5])').max(65535).default(128),
+        /** Longest accepted keepalive in seconds; AWS IoT allows 1200. 0 accepts any. */
+        keepaliveLimitS: z.int().min(0).max(65535).default(1200),
+        /** How long a new TCP connection may take to send CONNECT. */
+        connectTimeoutMs: z.int().min(100).max(600_000).default(30_000),
+        /** Messages queued in memory per online client before it is considered too slow. */
+        queueLimit: z.int().min(1).max(1_000_000).default(1000),
+      })
+      .strict()
+      .prefault({}),
+    admin: z
+      .object({
+        /** Unix socket of the admin channel; default `<dataDir>/coordinator.sock`. */
+        socketPath: filePath.optional(),
+      })
+      .strict()
+      .prefault({}),
+    /** Upper bound of a graceful shutdown before the process exits anyway. */
+    shutdownTimeoutMs: z.int().min(100).max(60_000).default(1500),
+  })
+  .strict();
+
+/** The validated, defaulted configuration. */
+export type CoordinatorConfig = z.output<typeof configSchema>;
+/** What a config file (or any source) may contain: every key optional. */
+export type CoordinatorConfigInput = z.input<typeof configSchema>;
+
+/** Paths (dot-separated) whose values are secrets and are masked when printed. */
+export const SECRET_PATHS: readonly string[] = ['listeners.mqtts.passphrase'];

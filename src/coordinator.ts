@@ -1,0 +1,125 @@
+/**
+ * The coordinator core: composes store, broker and admin channel, starts them in dependency order and
+ * stops them in reverse. Later components (shadows, scheduler, task host, deployments, cloud link) join
+ * here.
+ */
+import type { CoordinatorConfig } from './config/schema.js';
+import type { Logger } from './log/logger.js';
+import { startAdminServer, type AdminServer } from './admin/server.js';
+import { adminSocketPath, claimSocketPath } from './admin/socket.js';
+import { startBroker, type Broker } from './broker/broker.js';
+import { Store, type StoreHealth } from './store/database.js';
+import { VERSION } from './version.js';
+
+/** One listener as `coordinator status` shows it. */
+export interface ListenerStatus {
+  name: string;
+  url: string;
+  host: string;
+  port: number;
+  anonymous: boolean;
+}
+
+/** What `coordinator status` prints. */
+export interface CoordinatorStatus {
+  version: string;
+  thingName: string;
+  pid: number;
+  startedAt: string;
+  uptimeSeconds: number;
+  dataDir: string;
+  listeners: ListenerStatus[];
+  clients: { connected: number; ids: string[] };
+  store: StoreHealth;
+}
+
+const STATUS_CLIENT_IDS = 100;
+
+/** A running coordinator. */
+export class Coordinator {
+  readonly config: CoordinatorConfig;
+  readonly log: Logger;
+  readonly store: Store;
+  readonly broker: Broker;
+  readonly #admin: AdminServer;
+  readonly #startedAt = new Date();
+  #stopping: Promise<void> | undefined;
+
+  private constructor(config: CoordinatorConfig, log: Logger, store: Store, broker: Broker, admin: AdminServer) {
+    this.config = config;
+    this.log = log;
+    this.store = store;
+    this.broker = broker;
+    this.#admin = admin;
+  }
+
+  /** Starts every component; on failure, stops what had started and rethrows. */
+  static async start(config: CoordinatorConfig, log: Logger): Promise<Coordinator> {
+    const socketPath = adminSocketPath(config);
+    // Before touching the database: a second coordinator on the same data directory must not start.
+    await claimSocketPath(socketPath);
+    const store = Store.open(config.dataDir, (err) => log.error({ err, code: 'COORD_ERR_STORE_WRITE' }, 'background durable write failed'));
+    let broker: Broker | undefined;
+    try {
+      broker = await startBroker(config, store, log);
+      const routes = { 'GET /v1/status': (): CoordinatorStatus => coordinator.status() };
+      const admin = await startAdminServer(socketPath, routes, log);
+      const coordinator: Coordinator = new Coordinator(config, log, store, broker, admin);
+      coordinator.#announce();
+      return coordinator;
+    } catch (err) {
+      await broker?.close();
+      store.close();
+      throw err;
+    }
+  }
+
+  #announce(): void {
+    const anonymous = this.config.broker.anonymous;
+    for (const l of this.broker.listeners) {
+      this.log.info(
+        { listener: l.name, url: l.url, host: l.host, port: l.port, anonymous: this.#anonymousOn(l.loopback) },
+        `${l.name} listener on ${l.url}`,
+      );
+    }
+    if (anonymous === 'loopback') {
+      this.log.warn('development mode: anonymous MQTT clients are accepted on loopback listeners only (broker.anonymous=loopback)');
+    } else if (anonymous === 'always') {
+      this.log.warn('anonymous MQTT clients are accepted on every listener (broker.anonymous=always): do not use on an open network');
+    }
+    this.log.info({ thingName: this.config.thingName, dataDir: this.config.dataDir, admin: this.#admin.socketPath, version: VERSION }, 'coordinator ready');
+  }
+
+  #anonymousOn(loopback: boolean): boolean {
+    const mode = this.config.broker.anonymous;
+    return mode === 'always' || (mode === 'loopback' && loopback);
+  }
+
+  /** Version, uptime, listeners, connected clients and store health. */
+  status(): CoordinatorStatus {
+    const clients = this.broker.clients();
+    return {
+      version: VERSION,
+      thingName: this.config.thingName,
+      pid: process.pid,
+      startedAt: this.#startedAt.toISOString(),
+      uptimeSeconds: Math.round((Date.now() - this.#startedAt.getTime()) / 1000),
+      dataDir: this.config.dataDir,
+      listeners: this.broker.listeners.map((l) => ({ name: l.name, url: l.url, host: l.host, port: l.port, anonymous: this.#anonymousOn(l.loopback) })),
+      clients: { connected: clients.length, ids: clients.slice(0, STATUS_CLIENT_IDS).map((c) => c.id) },
+      store: this.store.health(),
+    };
+  }
+
+  /** Stops accepting, disconnects clients, flushes and closes storage. Idempotent. */
+  stop(): Promise<void> {
+    this.#stopping ??= (async () => {
+      this.log.info('coordinator stopping');
+      await this.#admin.close();
+      await this.broker.close();
+      this.store.close();
+      this.log.info('coordinator stopped');
+    })();
+    return this.#stopping;
+  }
+}

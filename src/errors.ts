@@ -1,0 +1,125 @@
+/**
+ * The one registry of error codes the coordinator raises (DESIGN.md §5).
+ *
+ * Every code is stable: operators grep logs for it, scripts match on it, docs/errors.md documents it
+ * (a test keeps the two in step). Add a code here, then document it there; never reuse a retired code.
+ */
+
+/** Description and remedy of one error code. */
+export interface ErrorSpec {
+  /** What went wrong, in one sentence. */
+  readonly meaning: string;
+  /** What the operator or client should do about it. */
+  readonly remedy: string;
+}
+
+/** Every error code, with its meaning and remedy. */
+export const ERRORS = {
+  COORD_ERR_CONFIG_INVALID: {
+    meaning: 'The effective configuration (file + environment + flags) failed validation.',
+    remedy: 'Fix every listed path; `coordinator config check FILE` shows the same report without starting.',
+  },
+  COORD_ERR_CONFIG_FILE_UNREADABLE: {
+    meaning: 'The configuration file named by --config or COORDINATOR_CONFIG could not be read.',
+    remedy: 'Check the path and its permissions.',
+  },
+  COORD_ERR_CONFIG_FILE_PARSE: {
+    meaning: 'The configuration file is not valid JSON.',
+    remedy: 'Fix the JSON syntax at the reported position.',
+  },
+  COORD_ERR_CLI_USAGE: {
+    meaning: 'The command line was not understood (unknown command, flag or argument).',
+    remedy: 'Run `coordinator --help` or `coordinator <command> --help`.',
+  },
+  COORD_ERR_DATA_DIR: {
+    meaning: 'The data directory could not be created or is not writable.',
+    remedy: 'Choose a writable directory with --data-dir or fix its permissions.',
+  },
+  COORD_ERR_DATA_DIR_IN_USE: {
+    meaning: 'Another coordinator is already running on this data directory.',
+    remedy: 'Stop the other coordinator, or give this one its own --data-dir.',
+  },
+  COORD_ERR_STORE_OPEN: {
+    meaning: 'The embedded database could not be opened or migrated.',
+    remedy: 'Check disk space and permissions of the data directory; restore the database file from a backup if it is corrupt.',
+  },
+  COORD_ERR_STORE_WRITE: {
+    meaning: 'A durable write failed; the change it carried was not acknowledged.',
+    remedy: 'Check disk space and health; the client may retry.',
+  },
+  COORD_ERR_STORE_CLOSED: {
+    meaning: 'A write reached the store after it was closed (during shutdown).',
+    remedy: 'None: the change was not acknowledged and the client will retry after restart.',
+  },
+  COORD_ERR_BROKER_LISTEN: {
+    meaning: 'A broker listener could not bind its address and port.',
+    remedy: 'Pick another port (--mqtt-port, 0 picks a free one) or stop the process holding it.',
+  },
+  COORD_ERR_BROKER_TLS: {
+    meaning: 'The TLS listener could not load its certificate, key or CA.',
+    remedy: 'Check listeners.mqtts.certFile / keyFile / caFile and the passphrase.',
+  },
+  COORD_ERR_MQTT_CLIENT_ID: {
+    meaning: 'A CONNECT was refused with return code 0x02 (identifier rejected): an empty client id with cleanSession=0, or one longer than the configured limit.',
+    remedy: 'Use a non-empty client id of at most broker.maxClientIdBytes bytes (AWS IoT allows 128).',
+  },
+  COORD_ERR_MQTT_NOT_AUTHORIZED: {
+    meaning: 'A CONNECT was refused with return code 0x05 (not authorized): anonymous clients are not accepted on this listener.',
+    remedy: 'Connect to a loopback listener in development, or present device credentials.',
+  },
+  COORD_ERR_MQTT_PUBLISH_DENIED: {
+    meaning: 'A PUBLISH was refused by policy (for example a reserved `$` topic); the client is disconnected, as AWS IoT does.',
+    remedy: 'Publish only to topics the client is granted.',
+  },
+  COORD_ERR_MQTT_SUBSCRIBE_DENIED: {
+    meaning: 'A SUBSCRIBE topic filter was refused by policy; the SUBACK carries 0x80 for it.',
+    remedy: 'Subscribe only to topic filters the client is granted.',
+  },
+  COORD_ERR_MQTT_PROTOCOL: {
+    meaning: 'A client broke the MQTT protocol (malformed packet, wildcard in a PUBLISH topic, ...); its connection was closed.',
+    remedy: 'Fix the client; the message in the log names the violation.',
+  },
+  COORD_ERR_ADMIN_UNREACHABLE: {
+    meaning: 'The CLI could not reach a running coordinator on the admin socket.',
+    remedy: 'Start the coordinator, or point the CLI at its data directory with --data-dir / --config.',
+  },
+  COORD_ERR_ADMIN_SOCKET_PATH: {
+    meaning: 'The admin socket path is longer than the operating system allows for a Unix socket.',
+    remedy: 'Set admin.socketPath to a shorter path, or use a shorter data directory.',
+  },
+  COORD_ERR_ADMIN_REQUEST: {
+    meaning: 'The admin endpoint refused a request (unknown route or malformed body).',
+    remedy: 'Use a CLI of the same version as the running coordinator.',
+  },
+  COORD_ERR_SHUTDOWN_TIMEOUT: {
+    meaning: 'Graceful shutdown did not finish within shutdownTimeoutMs; the process exited anyway.',
+    remedy: 'Look at the log lines before it for the component that hung.',
+  },
+  COORD_ERR_INTERNAL: {
+    meaning: 'An unexpected internal failure; the process stays up where it safely can.',
+    remedy: 'Report it with the log lines around it.',
+  },
+} as const satisfies Record<string, ErrorSpec>;
+
+/** A registered error code. */
+export type ErrorCode = keyof typeof ERRORS;
+
+/** An error carrying a registered code and optional structured details. */
+export class CoordinatorError extends Error {
+  /** The stable code from the registry. */
+  readonly code: ErrorCode;
+  /** Machine-readable context (paths, values, limits). */
+  readonly details: Readonly<Record<string, unknown>> | undefined;
+
+  constructor(code: ErrorCode, message: string, options?: { cause?: unknown; details?: Record<string, unknown> }) {
+    super(message, options?.cause === undefined ? undefined : { cause: options.cause });
+    this.name = 'CoordinatorError';
+    this.code = code;
+    this.details = options?.details;
+  }
+}
+
+/** True when `err` is a CoordinatorError, optionally with the given code. */
+export function isCoordinatorError(err: unknown, code?: ErrorCode): err is CoordinatorError {
+  return err instanceof CoordinatorError && (code === undefined || err.code === code);
+}

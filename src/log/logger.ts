@@ -1,0 +1,23 @@
+/**
+ * Structured logging (pino): JSON lines for machines, human-readable lines when stdout is a terminal.
+ */
+import { pino, type Logger } from 'pino';
+import pretty from 'pino-pretty';
+
+export type { Logger } from 'pino';
+
+/** Options of the coordinator logger. */
+export interface LoggerOptions {
+  readonly level: string;
+  /** Force pretty (true) or JSON (false) output; default: pretty when stdout is a TTY. */
+  readonly pretty?: boolean;
+}
+
+/** Creates the process logger writing to stdout. */
+export function createLogger(options: LoggerOptions): Logger {
+  const usePretty = options.pretty ?? process.stdout.isTTY === true;
+  const base = { level: options.level, base: { pid: process.pid }, timestamp: pino.stdTimeFunctions.isoTime };
+  if (!usePretty) return pino(base);
+  // Synchronous pretty stream in this thread: no worker thread to start or to lose lines on exit.
+  return pino(base, pretty({ sync: true, colorize: true, translateTime: 'SYS:HH:MM:ss.l', ignore: 'pid,hostname' }));
+}

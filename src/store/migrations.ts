@@ -1,0 +1,49 @@
+/**
+ * Schema migrations of the embedded database, applied in order at open; `PRAGMA user_version` records
+ * how many have run. Append only: a released migration is never edited.
+ */
+
+/** SQL of each migration; index + 1 is the schema version it produces. */
+export const MIGRATIONS: readonly string[] = [
+  // 1: broker persistence — retained messages, persistent sessions (subscriptions, queued and
+  // in-flight QoS 1/2 messages, inbound QoS 2 state) and wills of connected clients.
+  `
+  CREATE TABLE broker_retained (
+    topic   TEXT PRIMARY KEY,
+    payload BLOB NOT NULL,
+    meta    TEXT NOT NULL
+  ) WITHOUT ROWID;
+  CREATE TABLE broker_subscriptions (
+    client_id TEXT NOT NULL,
+    topic     TEXT NOT NULL,
+    meta      TEXT NOT NULL,
+    PRIMARY KEY (client_id, topic)
+  ) WITHOUT ROWID;
+  CREATE TABLE broker_outgoing (
+    seq            INTEGER PRIMARY KEY AUTOINCREMENT,
+    client_id      TEXT NOT NULL,
+    broker_id      TEXT NOT NULL,
+    broker_counter INTEGER NOT NULL,
+    message_id     INTEGER,
+    topic          TEXT NOT NULL,
+    payload        BLOB NOT NULL,
+    meta           TEXT NOT NULL
+  );
+  CREATE INDEX broker_outgoing_packet ON broker_outgoing (client_id, broker_id, broker_counter);
+  CREATE INDEX broker_outgoing_message ON broker_outgoing (client_id, message_id);
+  CREATE TABLE broker_incoming (
+    client_id  TEXT NOT NULL,
+    message_id INTEGER NOT NULL,
+    topic      TEXT NOT NULL,
+    payload    BLOB NOT NULL,
+    meta       TEXT NOT NULL,
+    PRIMARY KEY (client_id, message_id)
+  ) WITHOUT ROWID;
+  CREATE TABLE broker_wills (
+    client_id TEXT PRIMARY KEY,
+    topic     TEXT NOT NULL,
+    payload   BLOB NOT NULL,
+    meta      TEXT NOT NULL
+  ) WITHOUT ROWID;
+  `,
+];

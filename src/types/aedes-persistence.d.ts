@@ -1,0 +1,5 @@
+// aedes-persistence ships types for its in-memory class but maps none to this subpath.
+declare module 'aedes-persistence/asyncPersistence.js' {
+  import MemoryPersistence = require('aedes-persistence/types/asyncPersistence');
+  export default MemoryPersistence;
+}
