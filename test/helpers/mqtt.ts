@@ -1,0 +1,76 @@
+/** MQTT.js helpers for tests: connect and wait, collect messages. */
+import mqtt, { type IClientOptions, type MqttClient, type IConnackPacket } from 'mqtt';
+import { afterAll } from 'vitest';
+
+const clients = new Set<MqttClient>();
+afterAll(async () => {
+  await Promise.all([...clients].map((c) => c.endAsync(true).catch(() => undefined)));
+});
+
+/** Connects and resolves once CONNACK arrives (rejects on refusal or timeout); no automatic reconnects. */
+export function connect(url: string, options: IClientOptions = {}): Promise<MqttClient & { connack: IConnackPacket }> {
+  return new Promise((resolve, reject) => {
+    const client = mqtt.connect(url, { reconnectPeriod: 0, connectTimeout: 5000, ...options });
+    clients.add(client);
+    client.once('connect', (connack) => resolve(Object.assign(client, { connack })));
+    client.once('error', (err) => {
+      client.end(true);
+      reject(err);
+    });
+  });
+}
+
+/** Received messages, with a way to wait for the next matching one. */
+export interface Inbox {
+  readonly messages: { topic: string; payload: Buffer; retain: boolean }[];
+  next(pred?: (topic: string, payload: Buffer) => boolean, timeoutMs?: number): Promise<{ topic: string; payload: Buffer; retain: boolean }>;
+  /** Resolves once `n` messages matching `pred` have arrived in total. */
+  count(n: number, pred?: (topic: string) => boolean, timeoutMs?: number): Promise<void>;
+}
+
+/** Starts recording every message `client` receives. */
+export function inbox(client: MqttClient): Inbox {
+  const messages: Inbox['messages'] = [];
+  const listeners = new Set<() => void>();
+  client.on('message', (topic, payload, packet) => {
+    messages.push({ topic, payload, retain: packet.retain });
+    for (const l of [...listeners]) l();
+  });
+  const waitFor = <T>(check: () => T | undefined, timeoutMs: number, what: string): Promise<T> =>
+    new Promise((resolve, reject) => {
+      const hit = check();
+      if (hit !== undefined) return resolve(hit);
+      const timer = setTimeout(() => {
+        listeners.delete(listener);
+        reject(new Error(`timed out waiting for ${what}; got ${messages.map((m) => m.topic).join(', ')}`));
+      }, timeoutMs);
+      const listener = (): void => {
+        const r = check();
+        if (r !== undefined) {
+          clearTimeout(timer);
+          listeners.delete(listener);
+          resolve(r);
+        }
+      };
+      listeners.add(listener);
+    });
+  const taken = new Set<number>();
+  return {
+    messages,
+    next(pred = () => true, timeoutMs = 5000) {
+      return waitFor(
+        () => {
+          const i = messages.findIndex((m, idx) => !taken.has(idx) && pred(m.topic, m.payload));
+          if (i < 0) return undefined;
+          taken.add(i);
+          return messages[i];
+        },
+        timeoutMs,
+        'a message',
+      );
+    },
+    count(n, pred = () => true, timeoutMs = 5000) {
+      return waitFor(() => (messages.filter((m) => pred(m.topic)).length >= n ? true : undefined), timeoutMs, `${n} messages`).then(() => undefined);
+    },
+  };
+}

@@ -1,0 +1,155 @@
+/** Spawning the real `coordinator` CLI for end-to-end tests, and making sure every process is stopped. */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { afterAll } from 'vitest';
+
+/** The built CLI entry point (npm test builds before running vitest). */
+export const CLI = fileURLToPath(new URL('../../dist/cli/main.js', import.meta.url));
+
+const live = new Set<ChildProcess>();
+const dirs: string[] = [];
+
+afterAll(() => {
+  for (const p of live) p.kill('SIGKILL');
+  for (const d of dirs) rmSync(d, { recursive: true, force: true });
+});
+
+/** A fresh temporary directory, removed after the test file. */
+export function tempDir(prefix = 'coord-'): string {
+  const d = mkdtempSync(join(tmpdir(), prefix));
+  dirs.push(d);
+  return d;
+}
+
+/** One parsed JSON log line of the coordinator. */
+export type LogLine = Record<string, unknown> & { msg?: string; level?: number };
+
+/** A coordinator process started by a test. */
+export interface RunningCoordinator {
+  readonly proc: ChildProcess;
+  readonly port: number;
+  readonly url: string;
+  readonly dataDir: string;
+  readonly logs: LogLine[];
+  /** Sends `signal` and resolves with how the process ended and how long it took. */
+  stop(signal?: NodeJS.Signals): Promise<{ code: number | null; signal: NodeJS.Signals | null; ms: number }>;
+  /** SIGKILL, as a power cut would. */
+  kill(): Promise<void>;
+  /** Resolves with the first log line (seen or future) matching `pred`. */
+  waitForLog(pred: (l: LogLine) => boolean, timeoutMs?: number): Promise<LogLine>;
+}
+
+/** Spawns `coordinator start` on a free port and waits until it is ready. */
+export async function startCoordinator(options: { dataDir?: string; args?: string[]; env?: NodeJS.ProcessEnv } = {}): Promise<RunningCoordinator> {
+  const dataDir = options.dataDir ?? tempDir();
+  const proc = spawn(process.execPath, [CLI, 'start', '--mqtt-port', '0', '--data-dir', dataDir, ...(options.args ?? [])], {
+    env: { ...process.env, ...options.env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  live.add(proc);
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
+    proc.once('exit', (code, signal) => {
+      live.delete(proc);
+      resolve({ code, signal });
+    }),
+  );
+  const logs: LogLine[] = [];
+  const waiters: { pred: (l: LogLine) => boolean; resolve: (l: LogLine) => void }[] = [];
+  let stderr = '';
+  let buffer = '';
+  proc.stderr!.on('data', (c: Buffer) => (stderr += c.toString()));
+  proc.stdout!.on('data', (chunk: Buffer) => {
+    buffer += chunk.toString();
+    let nl;
+    while ((nl = buffer.indexOf('\n')) >= 0) {
+      const text = buffer.slice(0, nl);
+      buffer = buffer.slice(nl + 1);
+      let line: LogLine;
+      try {
+        line = JSON.parse(text) as LogLine;
+      } catch {
+        line = { msg: text };
+      }
+      logs.push(line);
+      for (const w of [...waiters]) {
+        if (w.pred(line)) {
+          waiters.splice(waiters.indexOf(w), 1);
+          w.resolve(line);
+        }
+      }
+    }
+  });
+
+  const waitForLog = (pred: (l: LogLine) => boolean, timeoutMs = 10_000): Promise<LogLine> => {
+    const seen = logs.find(pred);
+    if (seen) return Promise.resolve(seen);
+    return new Promise<LogLine>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`log line not seen within ${timeoutMs} ms; stderr: ${stderr}`)), timeoutMs);
+      waiters.push({ pred, resolve: (l) => (clearTimeout(timer), resolve(l)) });
+    });
+  };
+
+  const ready = await Promise.race([
+    waitForLog((l) => l.msg === 'coordinator ready', 15_000),
+    exited.then(({ code }) => {
+      throw new Error(`coordinator exited with ${String(code)} before it was ready: ${stderr}`);
+    }),
+  ]);
+  void ready;
+  const listener = logs.find((l) => l.listener === 'mqtt')!;
+  const port = listener.port as number;
+
+  return {
+    proc,
+    port,
+    url: `mqtt://127.0.0.1:${port}`,
+    dataDir,
+    logs,
+    waitForLog,
+    async stop(signal = 'SIGTERM') {
+      const started = Date.now();
+      proc.kill(signal);
+      const { code, signal: sig } = await exited;
+      return { code, signal: sig, ms: Date.now() - started };
+    },
+    async kill() {
+      proc.kill('SIGKILL');
+      await exited;
+    },
+  };
+}
+
+/** Result of a CLI run. */
+export interface CliResult {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs the CLI to completion. */
+export function runCli(args: string[], options: { env?: NodeJS.ProcessEnv; cwd?: string; timeoutMs?: number } = {}): Promise<CliResult> {
+  return new Promise((resolve, reject) => {
+    const proc = spawn(process.execPath, [CLI, ...args], {
+      env: { ...process.env, ...options.env },
+      cwd: options.cwd,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    live.add(proc);
+    let stdout = '';
+    let stderr = '';
+    proc.stdout.on('data', (c: Buffer) => (stdout += c.toString()));
+    proc.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
+    const timer = setTimeout(() => {
+      proc.kill('SIGKILL');
+      reject(new Error(`coordinator ${args.join(' ')} did not finish; stdout: ${stdout} stderr: ${stderr}`));
+    }, options.timeoutMs ?? 15_000);
+    proc.once('exit', (code) => {
+      clearTimeout(timer);
+      live.delete(proc);
+      resolve({ code, stdout, stderr });
+    });
+  });
+}
