@@ -61,16 +61,21 @@ const SHADOW_REQUEST = /^\$aws\/things\/[^/]+\/shadow\/(?:name\/[^/]+\/)?(?:get|
 const READABLE_RESERVED = /^\$aws\/(?:things|events)\//;
 
 function authError(code: 2 | 4 | 5, message: string): AuthenticateError {
-  return Object.assign(new Error(message), { returnCode: code }) as AuthenticateError;
+  return Object.assign(new Error(message), { returnCode: code });
 }
 
 /** The aedes hooks implementing the policy. */
 export interface Authorizer {
-  preConnect(client: Client, packet: ConnectPacket, done: (err: Error | null, ok: boolean) => void): void;
-  authenticate(client: Client, username: string | undefined, password: Buffer | undefined, done: (err: AuthenticateError | null, ok: boolean | null) => void): void;
-  authorizePublish(client: Client | null, packet: PublishPacket, done: (err?: Error | null) => void): void;
-  authorizeSubscribe(client: Client, sub: Subscription, done: (err: Error | null, sub?: Subscription | null) => void): void;
-  authorizeForward(client: Client, packet: AedesPublishPacket): AedesPublishPacket | null;
+  preConnect: (client: Client, packet: ConnectPacket, done: (err: Error | null, ok: boolean) => void) => void;
+  authenticate: (
+    client: Client,
+    username: string | undefined,
+    password: Buffer | undefined,
+    done: (err: AuthenticateError | null, ok: boolean | null) => void,
+  ) => void;
+  authorizePublish: (client: Client | null, packet: PublishPacket, done: (err?: Error | null) => void) => void;
+  authorizeSubscribe: (client: Client, sub: Subscription, done: (err: Error | null, sub?: Subscription | null) => void) => void;
+  authorizeForward: (client: Client, packet: AedesPublishPacket) => AedesPublishPacket | null;
 }
 
 /** Builds the authentication/authorization hooks for aedes. */

@@ -10,6 +10,7 @@ import { createAuthorizer } from './auth.js';
 import { startListener, type Listener, type ListenerSpec } from './listeners.js';
 import { DurablePersistence } from './persistence.js';
 import { Presence } from './presence.js';
+import { expectPuback, installPubackGate, releasePuback } from './puback-gate.js';
 
 /** A running broker. */
 export interface Broker {
@@ -39,13 +40,14 @@ function listenerSpecs(config: CoordinatorConfig): ListenerSpec[] {
 
 /** Starts aedes on the store and binds every enabled listener. */
 export async function startBroker(config: CoordinatorConfig, store: Store, log: Logger): Promise<Broker> {
+  installPubackGate();
   const persistence = new DurablePersistence(store);
-  let presence: Presence | undefined;
+  const presence = new Presence(log);
   const authorizer = createAuthorizer({
     anonymous: config.broker.anonymous,
     maxClientIdBytes: config.broker.maxClientIdBytes,
     log,
-    onDeny: (client, reason) => presence?.markReason(client, reason),
+    onDeny: (client, reason) => presence.markReason(client, reason),
   });
 
   const aedes = new Aedes({
@@ -62,16 +64,27 @@ export async function startBroker(config: CoordinatorConfig, store: Store, log: 
         // [MQTT-3.1.4-2] an accepted CONNECT with a client id in use takes the old session over.
         if (!err && ok) {
           const existing = (aedes as unknown as { clients: Record<string, Client> }).clients[client.id];
-          if (existing && existing !== client) presence?.markTakeover(existing);
+          if (existing && existing !== client) presence.markTakeover(existing);
         }
         done(err, ok);
       });
     },
-    authorizePublish: authorizer.authorizePublish,
+    authorizePublish: (client, packet, done) => {
+      authorizer.authorizePublish(client, packet, (err) => {
+        // Acknowledged = durable: this PUBLISH's PUBACK waits until `published` below.
+        if (!err && client && packet.qos === 1 && typeof packet.messageId === 'number') expectPuback(client.conn, packet.messageId);
+        done(err);
+      });
+    },
+    // aedes calls this after the retained store and the offline queues have taken the message.
+    published: (packet, client, done) => {
+      if (client && packet.qos === 1 && typeof packet.messageId === 'number') releasePuback(client.conn, packet.messageId);
+      done(null);
+    },
     authorizeSubscribe: authorizer.authorizeSubscribe,
     authorizeForward: authorizer.authorizeForward,
   });
-  presence = new Presence(aedes, log);
+  presence.attach(aedes);
 
   aedes.on('clientError', (client, err) => {
     log.debug({ clientId: client.id, err: err.message, code: 'COORD_ERR_MQTT_PROTOCOL' }, 'client connection closed on error');

@@ -10,6 +10,7 @@ import type { Aedes } from 'aedes';
 import type { Logger } from '../log/logger.js';
 import { CoordinatorError } from '../errors.js';
 import { tagConnection, type ListenerInfo } from './auth.js';
+import { gateConnection } from './puback-gate.js';
 
 /** What a listener binds and how. */
 export interface ListenerSpec {
@@ -75,6 +76,7 @@ export async function startListener(spec: ListenerSpec, broker: Aedes, log: Logg
     socket.once('close', () => sockets.delete(socket));
     socket.setNoDelay(true);
     tagConnection(socket, info);
+    gateConnection(socket);
     broker.handle(socket);
   });
   server.on('tlsClientError', (err: Error) => log.debug({ err: err.message, listener: spec.name }, 'TLS handshake failed'));

@@ -158,7 +158,7 @@ export class DurablePersistence extends MemoryPersistence {
     const memory = super.outgoingEnqueueCombi(subs, packet);
     if (subs.length === 0) return memory;
     const p = packet as Packet;
-    const row = encode({ ...p, messageId: undefined } as Packet);
+    const row = encode({ ...p, messageId: undefined });
     const brokerId = p.brokerId ?? '';
     const counter = p.brokerCounter ?? 0;
     const ids = subs.map((s) => s.clientId);
@@ -177,7 +177,7 @@ export class DurablePersistence extends MemoryPersistence {
       const brokerId = p.brokerId ?? '';
       const counter = p.brokerCounter ?? 0;
       const messageId = p.messageId ?? null;
-      const row = encode({ ...p, messageId: undefined } as Packet);
+      const row = encode({ ...p, messageId: undefined });
       // Mirrors MemoryPersistence#outgoingUpdate: the first queued packet from the same broker with the
       // same counter gets the packet id; otherwise the first with this packet id is replaced (PUBREL).
       this.#store.writer.writeLater(() => {

@@ -28,16 +28,22 @@ interface Session {
 
 /** Tracks sessions and publishes their lifecycle events. */
 export class Presence {
-  readonly #broker: Aedes;
+  #broker: Aedes | undefined;
   readonly #log: Logger;
   readonly #sessions = new WeakMap<Client, Session>();
   /** AWS versionNumber: increases with each connection of a client id (per process run). */
   readonly #versions = new Map<string, number>();
 
-  constructor(broker: Aedes, log: Logger) {
-    this.#broker = broker;
+  constructor(log: Logger) {
     this.#log = log;
-    broker.on('clientReady', (client) => this.#connected(client));
+  }
+
+  /** Starts following `broker`'s connections. */
+  attach(broker: Aedes): void {
+    this.#broker = broker;
+    // 'client' fires when aedes registers the session, just before CONNACK; unlike 'clientReady' it is
+    // always before that client's 'clientDisconnect', even when the client is dropped at once.
+    broker.on('client', (client) => this.#connected(client));
     broker.on('clientDisconnect', (client) => this.#disconnected(client));
     broker.on('keepaliveTimeout', (client) => this.markReason(client, 'MQTT_KEEP_ALIVE_TIMEOUT'));
     broker.on('clientError', (client, err) => {
@@ -101,10 +107,11 @@ export class Presence {
   #publish(kind: 'connected' | 'disconnected', clientId: string, event: Record<string, unknown>): void {
     // AWS: client ids containing # or + get no lifecycle events (they cannot form a topic name).
     if (/[#+]/.test(clientId)) return;
-    if (this.#broker.closed) return;
+    const broker = this.#broker;
+    if (!broker || broker.closed) return;
     const topic = `$aws/events/presence/${kind}/${clientId}`;
     this.#log.debug({ topic }, 'presence event');
-    this.#broker.publish({ cmd: 'publish', topic, payload: Buffer.from(JSON.stringify(event)), qos: 1, retain: false, dup: false }, (err) => {
+    broker.publish({ cmd: 'publish', topic, payload: Buffer.from(JSON.stringify(event)), qos: 1, retain: false, dup: false }, (err) => {
       if (err) this.#log.error({ err, topic, code: 'COORD_ERR_INTERNAL' }, 'presence event not published');
     });
   }

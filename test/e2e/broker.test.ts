@@ -22,7 +22,7 @@ describe('coordinator start', () => {
     await pub.publishAsync('sensors/a/temp', '21.5', { qos: 0 });
     // MQTT.js resolves a QoS 1 publish only when the PUBACK has arrived.
     const sent = await pub.publishAsync('sensors/b/temp', '22.0', { qos: 1 });
-    expect(sent?.qos).toBe(1);
+    expect(sent).toMatchObject({ cmd: 'publish', qos: 1 });
     const first = await box.next((t) => t === 'sensors/a/temp');
     const second = await box.next((t) => t === 'sensors/b/temp');
     expect(first.payload.toString()).toBe('21.5');
@@ -95,7 +95,7 @@ describe('coordinator status', () => {
     expect(human.stdout).toMatch(/store {7}ok/);
 
     const json = await runCli(['status', '--json', '--data-dir', c.dataDir]);
-    const status = JSON.parse(json.stdout) as Record<string, any>;
+    const status = JSON.parse(json.stdout) as Record<string, unknown>;
     expect(status).toMatchObject({
       thingName: 'gw-status',
       listeners: [{ name: 'mqtt', port: c.port, anonymous: true }],

@@ -98,4 +98,38 @@ describe('broker persistence across SIGKILL', () => {
     expect(box.messages).toHaveLength(0);
     await second.stop();
   });
+
+  it('a PUBACK means the message is on disk: SIGKILL the moment it arrives, nothing is lost', async () => {
+    let dataDir: string | undefined;
+    {
+      const c = await startCoordinator();
+      dataDir = c.dataDir;
+      const sub = await connect(c.url, { clientId: 'archiver', clean: false });
+      await sub.subscribeAsync('readings/#', { qos: 1 });
+      await sub.endAsync();
+      await c.stop();
+    }
+    const expected: string[] = [];
+    for (let round = 0; round < 6; round++) {
+      const c = await startCoordinator({ dataDir });
+      const pub = await connect(c.url, { clientId: `pub-${round}` });
+      // Fire a burst without waiting, so acknowledgements race the commits; kill on the last PUBACK.
+      const burst = Array.from({ length: 20 }, (_, i) => `r${round}-m${i}`);
+      expected.push(...burst);
+      const acks = burst.map((payload) => pub.publishAsync('readings/power', payload, { qos: 1, retain: true }));
+      await acks[acks.length - 1];
+      await c.kill();
+      await Promise.allSettled(acks);
+    }
+    const c = await startCoordinator({ dataDir });
+    const late = await connect(c.url, { clientId: 'late' });
+    const retained = inbox(late);
+    await late.subscribeAsync('readings/power', { qos: 1 });
+    expect((await retained.next()).payload.toString()).toBe(expected[expected.length - 1]);
+    const archiver = await connect(c.url, { clientId: 'archiver', clean: false });
+    const box = inbox(archiver);
+    await box.count(expected.length, undefined, 10_000);
+    expect(box.messages.map((m) => m.payload.toString())).toEqual(expected);
+    await c.stop();
+  });
 });

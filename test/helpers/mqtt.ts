@@ -12,6 +12,9 @@ export function connect(url: string, options: IClientOptions = {}): Promise<Mqtt
   return new Promise((resolve, reject) => {
     const client = mqtt.connect(url, { reconnectPeriod: 0, connectTimeout: 5000, ...options });
     clients.add(client);
+    // Record from the first byte: queued messages can arrive in the same read as CONNACK, before the
+    // caller's continuation runs.
+    inbox(client);
     client.once('connect', (connack) => resolve(Object.assign(client, { connack })));
     client.once('error', (err) => {
       client.end(true);
@@ -28,8 +31,18 @@ export interface Inbox {
   count(n: number, pred?: (topic: string) => boolean, timeoutMs?: number): Promise<void>;
 }
 
-/** Starts recording every message `client` receives. */
+const inboxes = new WeakMap<MqttClient, Inbox>();
+
+/** Every message `client` has received since it was connected by `connect()`. */
 export function inbox(client: MqttClient): Inbox {
+  const existing = inboxes.get(client);
+  if (existing) return existing;
+  const created = createInbox(client);
+  inboxes.set(client, created);
+  return created;
+}
+
+function createInbox(client: MqttClient): Inbox {
   const messages: Inbox['messages'] = [];
   const listeners = new Set<() => void>();
   client.on('message', (topic, payload, packet) => {

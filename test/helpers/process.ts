@@ -60,8 +60,8 @@ export async function startCoordinator(options: { dataDir?: string; args?: strin
   const waiters: { pred: (l: LogLine) => boolean; resolve: (l: LogLine) => void }[] = [];
   let stderr = '';
   let buffer = '';
-  proc.stderr!.on('data', (c: Buffer) => (stderr += c.toString()));
-  proc.stdout!.on('data', (chunk: Buffer) => {
+  proc.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
+  proc.stdout.on('data', (chunk: Buffer) => {
     buffer += chunk.toString();
     let nl;
     while ((nl = buffer.indexOf('\n')) >= 0) {

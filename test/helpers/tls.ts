@@ -3,7 +3,7 @@ import 'reflect-metadata';
 import { webcrypto } from 'node:crypto';
 import * as x509 from '@peculiar/x509';
 
-x509.cryptoProvider.set(webcrypto as Crypto);
+x509.cryptoProvider.set(webcrypto as unknown as Parameters<typeof x509.cryptoProvider.set>[0]);
 
 /** A self-signed ECDSA P-256 server certificate for localhost / 127.0.0.1, PEM encoded. */
 export async function selfSignedServerCert(): Promise<{ certPem: string; keyPem: string }> {

@@ -1,0 +1,82 @@
+/**
+ * The durable aedes persistence: aedes-persistence's own conformance suite, and a reopen of the
+ * database restoring exactly what was acknowledged.
+ */
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { Aedes, Client } from 'aedes';
+import type { AedesPacket } from 'aedes-packet';
+import { describe, expect, it } from 'vitest';
+import { DurablePersistence } from '../../src/broker/persistence.js';
+import { Store } from '../../src/store/database.js';
+
+const fakeBroker = { id: 'broker-a', counter: 0 } as unknown as Aedes;
+const persistent = (id: string): Client => ({ id, clean: false }) as Client;
+
+/** The fields of a stored PUBLISH the assertions look at. */
+type Stored = { topic: string; payload: Buffer; messageId?: number };
+
+function packet(topic: string, payload: string, counter: number, extra: Partial<AedesPacket> = {}): AedesPacket {
+  return { cmd: 'publish', topic, payload: Buffer.from(payload), qos: 1, retain: false, dup: false, brokerId: 'broker-a', brokerCounter: counter, ...extra } as AedesPacket;
+}
+
+async function drain<T>(stream: AsyncIterable<T>): Promise<T[]> {
+  const out: T[] = [];
+  for await (const x of stream) out.push(x);
+  return out;
+}
+
+describe('DurablePersistence', () => {
+  it("passes aedes-persistence's conformance suite (abstract.js)", () => {
+    const run = spawnSync(process.execPath, ['--test', 'test/conformance/aedes-persistence.mjs'], { encoding: 'utf8', timeout: 60_000 });
+    expect(run.stdout).toMatch(/# pass \d+/);
+    expect(run.stdout).toContain('# fail 0');
+    expect(run.status).toBe(0);
+  });
+
+  it('restores retained messages, subscriptions, queues with packet ids, inbound QoS 2 and orphaned wills', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'coord-restore-'));
+    const store = Store.open(dir, () => undefined);
+    const p = new DurablePersistence(store);
+    await p.setup(fakeBroker);
+
+    await p.storeRetained(packet('cfg/a', 'A', 1, { retain: true, qos: 0 }));
+    await p.storeRetained(packet('cfg/b', 'B', 2, { retain: true, qos: 0 }));
+    await p.storeRetained(packet('cfg/b', '', 3, { retain: true, qos: 0 })); // empty payload clears it
+    const relay = persistent('relay');
+    await p.addSubscriptions(relay, [{ topic: 'cmd/#', qos: 1 }, { topic: 'x/y', qos: 0 }] as never);
+    await p.removeSubscriptions(relay, ['x/y']);
+    await p.outgoingEnqueueCombi([{ clientId: 'relay' }], packet('cmd/1', 'one', 10));
+    await p.outgoingEnqueueCombi([{ clientId: 'relay' }], packet('cmd/2', 'two', 11));
+    await p.outgoingEnqueueCombi([{ clientId: 'relay' }], packet('cmd/3', 'three', 12));
+    // cmd/1 was sent as packet id 41 and acknowledged; cmd/2 was sent as 42 and not yet.
+    await p.outgoingUpdate(relay, { ...packet('cmd/1', 'one', 10), messageId: 41 });
+    await p.outgoingUpdate(relay, { ...packet('cmd/2', 'two', 11), messageId: 42 });
+    await p.outgoingClearMessageId(relay, { cmd: 'puback', messageId: 41 } as never);
+    await p.incomingStorePacket(relay, { ...packet('up/q2', 'q2', 20), qos: 2, messageId: 7 } as AedesPacket);
+    await p.putWill(relay, { ...packet('status/relay', 'offline', 30), qos: 1 } as AedesPacket);
+    store.writer.flush();
+    store.close();
+
+    const store2 = Store.open(dir, () => undefined);
+    const q = new DurablePersistence(store2);
+    await q.setup({ id: 'broker-b', counter: 0 } as unknown as Aedes);
+
+    const retained = await drain(q.createRetainedStreamCombi(['cfg/#']) as AsyncIterable<Stored>);
+    expect(retained.map((r) => [r.topic, r.payload.toString()])).toEqual([['cfg/a', 'A']]);
+    expect(await q.subscriptionsByClient(relay)).toEqual([{ topic: 'cmd/#', qos: 1 }]);
+    expect((await q.subscriptionsByTopic('cmd/9')).map((s) => s.clientId)).toEqual(['relay']);
+    const queued = await drain(q.outgoingStream(relay) as AsyncIterable<Stored>);
+    expect(queued.map((m) => [m.topic, m.payload.toString(), m.messageId])).toEqual([
+      ['cmd/2', 'two', 42], // keeps its packet id: the client may have seen it [MQTT-4.4.0-1]
+      ['cmd/3', 'three', undefined],
+    ]);
+    expect(((await q.incomingGetPacket(relay, { messageId: 7 } as AedesPacket)) as Stored).topic).toBe('up/q2');
+    const wills = q.takeOrphanedWills();
+    expect(wills.map((w) => [w.clientId, w.packet.topic, (w.packet as unknown as Stored).payload.toString()])).toEqual([['relay', 'status/relay', 'offline']]);
+    expect(q.takeOrphanedWills()).toEqual([]);
+    store2.close();
+  });
+});
