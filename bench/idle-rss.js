@@ -1,10 +1,13 @@
 /**
  * Idle footprint (DESIGN.md §2 "small and fast", §6): resident memory of a coordinator with nothing
- * connected, a few seconds after start, against a bare aedes process measured the same way.
+ * connected, against a bare aedes process measured the same way. "Idle" is the steady state: V8's
+ * memory reducer shrinks the heap some seconds after start-up, so RSS is sampled every second for
+ * IDLE_MS and the last sample is the figure; the 3 s sample is kept in details.
  */
 import { procStatusKb, resultRow, round, rssMiB, sleep, spawnBareAedes, spawnCoordinator } from './lib.js';
 
-const SETTLE_MS = 3_000;
+const EARLY_MS = 3_000;
+const IDLE_MS = 20_000;
 const TARGET_MIB = 60;
 
 /** The benchmark: VmRSS of an idle coordinator (info log level, the default) and of bare aedes. */
@@ -14,10 +17,16 @@ export async function idleRss({ log }) {
   try {
     const failed = started.find((s) => s.status === 'rejected');
     if (failed) throw failed.reason;
-    log(`coordinator pid ${coord.pid}, bare aedes pid ${bare.pid}; idling ${SETTLE_MS} ms`);
-    await sleep(SETTLE_MS);
-    const value = rssMiB(coord.pid);
-    const baselineValue = rssMiB(bare.pid);
+    log(`coordinator pid ${coord.pid}, bare aedes pid ${bare.pid}; idling ${IDLE_MS} ms`);
+    const samples = [];
+    for (let t = 1000; t <= IDLE_MS; t += 1000) {
+      await sleep(1000);
+      samples.push({ t, coordinator: rssMiB(coord.pid), bare: rssMiB(bare.pid) });
+    }
+    const early = samples.find((x) => x.t === EARLY_MS);
+    const last = samples[samples.length - 1];
+    const value = last.coordinator;
+    const baselineValue = last.bare;
     const peak = (pid) => round((procStatusKb(pid, 'VmHWM') ?? NaN) / 1024, 1);
     return [
       resultRow({
@@ -28,7 +37,9 @@ export async function idleRss({ log }) {
         baselineValue,
         target: { of: 'value', op: '<=', value: TARGET_MIB },
         details: {
-          settleMs: SETTLE_MS,
+          idleMs: IDLE_MS,
+          coordinatorAt3sMiB: early.coordinator,
+          bareAedesAt3sMiB: early.bare,
           source: '/proc/<pid>/status VmRSS (kB = KiB), in MiB',
           coordinatorPeakMiB: peak(coord.pid),
           bareAedesPeakMiB: peak(bare.pid),

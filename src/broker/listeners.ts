@@ -5,7 +5,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { createServer as createTcpServer, isIP, type Server, type Socket, type AddressInfo } from 'node:net';
-import { createServer as createTlsServer, type TLSSocket } from 'node:tls';
+import type { TLSSocket } from 'node:tls';
 import type { Aedes } from 'aedes';
 import type { Logger } from '../log/logger.js';
 import { CoordinatorError } from '../errors.js';
@@ -46,9 +46,11 @@ function readPem(path: string, what: string): Buffer {
   }
 }
 
-function makeServer(spec: ListenerSpec, accept: (socket: Socket) => void): Server {
+async function makeServer(spec: ListenerSpec, accept: (socket: Socket) => void): Promise<Server> {
   if (!spec.tls) return createTcpServer({ noDelay: true }, accept);
   const { certFile, keyFile, caFile, passphrase } = spec.tls;
+  // node:tls (OpenSSL bindings) is loaded only when a TLS listener is configured: idle memory matters.
+  const { createServer: createTlsServer } = await import('node:tls');
   try {
     const server = createTlsServer(
       {
@@ -71,7 +73,7 @@ function makeServer(spec: ListenerSpec, accept: (socket: Socket) => void): Serve
 export async function startListener(spec: ListenerSpec, broker: Aedes, log: Logger): Promise<Listener> {
   const info: ListenerInfo = { name: spec.name, tls: Boolean(spec.tls), loopback: isLoopbackHost(spec.host) };
   const sockets = new Set<Socket>();
-  const server = makeServer(spec, (socket) => {
+  const server = await makeServer(spec, (socket) => {
     sockets.add(socket);
     socket.once('close', () => sockets.delete(socket));
     socket.setNoDelay(true);

@@ -181,12 +181,11 @@ export class DurablePersistence extends MemoryPersistence {
       // Mirrors MemoryPersistence#outgoingUpdate: the first queued packet from the same broker with the
       // same counter gets the packet id; otherwise the first with this packet id is replaced (PUBREL).
       this.#store.writer.writeLater(() => {
-        const hit = this.#sql.findOutgoingForUpdate.get(id, brokerId, counter, brokerId, messageId) as
-          | { seq: number; broker_id: string }
-          | undefined;
-        if (!hit) return;
-        if (hit.broker_id === brokerId) this.#sql.setOutgoingMessageId.run(messageId, hit.seq);
-        else this.#sql.replaceOutgoing.run(brokerId, counter, messageId, row.topic, row.payload, row.meta, hit.seq);
+        // Two indexed lookups rather than one OR query, which SQLite can only answer by scanning the queue.
+        const sameBroker = this.#sql.findOutgoingByPacket.get(id, brokerId, counter) as { seq: number } | undefined;
+        const sameId = this.#sql.findOutgoingByMessageId.get(id, messageId, brokerId) as { seq: number } | undefined;
+        if (sameBroker && (!sameId || sameBroker.seq < sameId.seq)) this.#sql.setOutgoingMessageId.run(messageId, sameBroker.seq);
+        else if (sameId) this.#sql.replaceOutgoing.run(brokerId, counter, messageId, row.topic, row.payload, row.meta, sameId.seq);
       });
     }
     return memory;
@@ -276,10 +275,11 @@ function prepare(store: Store) {
     insertOutgoing: db.prepare(
       'INSERT INTO broker_outgoing (client_id, broker_id, broker_counter, message_id, topic, payload, meta) VALUES (?, ?, ?, NULL, ?, ?, ?)',
     ),
-    findOutgoingForUpdate: db.prepare(
-      `SELECT seq, broker_id FROM broker_outgoing
-       WHERE client_id = ? AND ((broker_id = ? AND broker_counter = ?) OR (broker_id <> ? AND message_id = ?))
-       ORDER BY seq LIMIT 1`,
+    findOutgoingByPacket: db.prepare(
+      'SELECT seq FROM broker_outgoing WHERE client_id = ? AND broker_id = ? AND broker_counter = ? ORDER BY seq LIMIT 1',
+    ),
+    findOutgoingByMessageId: db.prepare(
+      'SELECT seq FROM broker_outgoing WHERE client_id = ? AND message_id = ? AND broker_id <> ? ORDER BY seq LIMIT 1',
     ),
     setOutgoingMessageId: db.prepare('UPDATE broker_outgoing SET message_id = ? WHERE seq = ?'),
     replaceOutgoing: db.prepare(

@@ -72,9 +72,20 @@ export function releasePuback(stream: Writable, messageId: number): void {
   flush(stream);
 }
 
+const corked = new WeakSet<Writable>();
+
 function flush(stream: Writable): void {
   const queue = gated.get(stream);
-  if (!queue) return;
+  if (!queue || !(queue[0]?.released && queue[0].write)) return;
+  // One group commit releases many PUBACKs in the same tick: cork so they leave in one write syscall.
+  if (!corked.has(stream)) {
+    corked.add(stream);
+    stream.cork();
+    process.nextTick(() => {
+      corked.delete(stream);
+      stream.uncork();
+    });
+  }
   while (queue.length > 0 && queue[0]!.released && queue[0]!.write) {
     queue.shift()!.write!();
   }

@@ -1,5 +1,5 @@
 /** Pieces every CLI command shares: the config flags, exit codes and error printing. */
-import type { Command } from 'commander';
+import type { OptionSpec } from './args.js';
 import { compileCoordinatorOptions, type ConfigOverride } from '../config/load.js';
 import type { CoordinatorConfig } from '../config/schema.js';
 import { isCoordinatorError, type ErrorCode } from '../errors.js';
@@ -17,16 +17,15 @@ export interface ConfigFlags {
   logLevel?: string;
 }
 
-/** Adds the configuration flags to a command. */
-export function withConfigFlags(cmd: Command): Command {
-  return cmd
-    .option('--config <file>', 'JSON configuration file (also COORDINATOR_CONFIG)')
-    .option('--data-dir <dir>', 'data directory (database, admin socket); default ./device-shadows')
-    .option('--mqtt-port <n>', 'port of the MQTT listener; 0 picks a free port')
-    .option('--mqtt-host <host>', 'address of the MQTT listener; default 127.0.0.1')
-    .option('--thing-name <name>', "the coordinator's own thing name")
-    .option('--log-level <level>', 'fatal, error, warn, info, debug, trace or silent');
-}
+/** The configuration flags, shared by start, config print and status. */
+export const CONFIG_OPTIONS: Readonly<Record<keyof ConfigFlags, OptionSpec>> = {
+  config: { type: 'string', value: '<file>', description: 'JSON configuration file (also COORDINATOR_CONFIG)' },
+  dataDir: { type: 'string', value: '<dir>', description: 'data directory: database, admin socket (default ./device-shadows)' },
+  mqttPort: { type: 'string', value: '<n>', description: 'port of the MQTT listener; 0 picks a free port (default 1883)' },
+  mqttHost: { type: 'string', value: '<host>', description: 'address of the MQTT listener (default 127.0.0.1)' },
+  thingName: { type: 'string', value: '<name>', description: "the coordinator's own thing name (default from the host name)" },
+  logLevel: { type: 'string', value: '<level>', description: 'fatal, error, warn, info, debug, trace or silent (default info)' },
+};
 
 /** A decimal integer flag becomes a number; anything else stays a string so validation reports it as given. */
 function numeric(value: string): number | string {

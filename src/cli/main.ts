@@ -1,55 +1,55 @@
 #!/usr/bin/env node
-/** The `coordinator` command: parse, call, print; nothing else. */
-import { Command, CommanderError } from 'commander';
-import { CoordinatorError } from '../errors.js';
+/** The `coordinator` command: parse, call, print; nothing else. Each command loads only what it needs. */
 import { VERSION } from '../version.js';
-import { EXIT, configFromFlags, reportError, withConfigFlags, type ConfigFlags } from './common.js';
-import { runConfigCheck, runConfigPrint } from './config-commands.js';
-import { runStart } from './start.js';
-import { runStatus } from './status.js';
+import { parseCommandLine, type CommandSpec } from './args.js';
+import { CONFIG_OPTIONS, EXIT, reportError, type ConfigFlags } from './common.js';
 
-function buildProgram(): Command {
-  const program = new Command('coordinator')
-    .description('The edge coordinator: local MQTT broker, device shadows and sandboxed tasks for a gateway.')
-    .version(VERSION, '-v, --version')
-    .showHelpAfterError()
-    .exitOverride();
+const PROGRAM = 'coordinator';
+const DESCRIPTION = 'The edge coordinator: local MQTT broker, device shadows and sandboxed tasks for a gateway.';
 
-  withConfigFlags(program.command('start').description('run the coordinator in the foreground (npm start)')).action(
-    async (flags: ConfigFlags) => runStart(configFromFlags(flags)),
-  );
-
-  const config = program.command('config').description('check or print configuration');
-  config
-    .command('check')
-    .argument('<file>', 'JSON configuration file')
-    .description('validate a configuration file; exit 0 if valid, 78 with every problem listed if not')
-    .action((file: string) => runConfigCheck(file));
-  withConfigFlags(config.command('print').description('print the effective configuration (file + env + flags), secrets masked')).action(
-    (flags: ConfigFlags) => runConfigPrint(flags),
-  );
-
-  withConfigFlags(program.command('status').description("show the running coordinator's status"))
-    .option('--json', 'print JSON')
-    .option('--socket <path>', 'admin socket (default <data-dir>/coordinator.sock)')
-    .action(async (flags: ConfigFlags & { json?: boolean; socket?: string }) => runStatus(flags));
-
-  // Every command's own parse errors exit through exitOverride too.
-  for (const cmd of [program, ...program.commands, ...config.commands]) cmd.exitOverride();
-  return program;
-}
+const COMMANDS: readonly CommandSpec[] = [
+  {
+    words: ['start'],
+    summary: 'run the coordinator in the foreground (this is what `npm start` does)',
+    options: CONFIG_OPTIONS,
+    run: async (values) => {
+      const [{ runStart }, { configFromFlags }] = await Promise.all([import('./start.js'), import('./common.js')]);
+      await runStart(configFromFlags(values as ConfigFlags));
+    },
+  },
+  {
+    words: ['status'],
+    summary: "show the running coordinator's version, uptime, listeners, clients and store health",
+    options: {
+      ...CONFIG_OPTIONS,
+      json: { type: 'boolean', description: 'print JSON' },
+      socket: { type: 'string', value: '<path>', description: 'admin socket (default <data-dir>/coordinator.sock)' },
+    },
+    run: async (values) => (await import('./status.js')).runStatus(values as ConfigFlags & { json?: boolean; socket?: string }),
+  },
+  {
+    words: ['config', 'check'],
+    args: ['<file>'],
+    summary: 'validate a configuration file: exit 0 if valid, 78 with every problem listed if not',
+    run: async (_values, [file]) => (await import('./config-commands.js')).runConfigCheck(file!),
+  },
+  {
+    words: ['config', 'print'],
+    summary: 'print the effective configuration (defaults + file + environment + flags), secrets masked',
+    options: CONFIG_OPTIONS,
+    run: async (values) => (await import('./config-commands.js')).runConfigPrint(values as ConfigFlags),
+  },
+];
 
 async function main(argv: string[]): Promise<void> {
   try {
-    await buildProgram().parseAsync(argv);
+    const parsed = parseCommandLine(PROGRAM, DESCRIPTION, COMMANDS, argv);
+    if (parsed.kind === 'help') process.stdout.write(parsed.text);
+    else if (parsed.kind === 'version') process.stdout.write(`${VERSION}\n`);
+    else await parsed.command.run(parsed.values, parsed.positionals);
   } catch (err) {
-    if (err instanceof CommanderError) {
-      // --help and --version end here too, with exit code 0.
-      if (err.exitCode === 0) process.exit(EXIT.ok);
-      process.exit(reportError(new CoordinatorError('COORD_ERR_CLI_USAGE', err.message.replace(/^error: /, ''))));
-    }
     process.exit(reportError(err));
   }
 }
 
-await main(process.argv);
+await main(process.argv.slice(2));

@@ -1,8 +1,9 @@
 /**
  * Structured logging (pino): JSON lines for machines, human-readable lines when stdout is a terminal.
  */
-import { pino, type Logger } from 'pino';
-import pretty from 'pino-pretty';
+import { createRequire } from 'node:module';
+import { pino, type DestinationStream, type Logger } from 'pino';
+import type { PrettyOptions } from 'pino-pretty';
 
 export type { Logger } from 'pino';
 
@@ -18,6 +19,8 @@ export function createLogger(options: LoggerOptions): Logger {
   const usePretty = options.pretty ?? process.stdout.isTTY === true;
   const base = { level: options.level, base: { pid: process.pid }, timestamp: pino.stdTimeFunctions.isoTime };
   if (!usePretty) return pino(base);
-  // Synchronous pretty stream in this thread: no worker thread to start or to lose lines on exit.
-  return pino(base, pretty({ sync: true, colorize: true, translateTime: 'SYS:HH:MM:ss.l', ignore: 'pid,hostname' }));
+  // Loaded only for a terminal: a service under systemd never pays its memory. A synchronous stream in
+  // this thread: no worker thread to start, no lines lost on exit.
+  const pretty = createRequire(import.meta.url)('pino-pretty') as (options: PrettyOptions) => DestinationStream;
+  return pino(base, pretty({ sync: true, colorize: true, translateTime: 'SYS:HH:MM:ss.l', ignore: 'pid,hostname', singleLine: true }));
 }
