@@ -86,7 +86,7 @@ function flush(stream: Writable): void {
       stream.uncork();
     });
   }
-  while (queue.length > 0 && queue[0]!.released && queue[0]!.write) {
+  while (queue.length > 0 && queue[0].released && queue[0].write) {
     queue.shift()!.write!();
   }
 }

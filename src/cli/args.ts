@@ -89,7 +89,7 @@ export function parseCommandLine(program: string, description: string, commands:
   const options = Object.fromEntries(Object.entries(command.options ?? {}).map(([name, o]) => [kebab(name), { type: o.type }]));
   let parsed: ReturnType<typeof parseArgs>;
   try {
-    parsed = parseArgs({ args: argv.slice(command.words.length) as string[], options, strict: true, allowPositionals: true });
+    parsed = parseArgs({ args: argv.slice(command.words.length), options, strict: true, allowPositionals: true });
   } catch (err) {
     // parseArgs explains at length how to pass a positional starting with '-'; the first sentence is the news.
     const message = (err as Error).message.split(/\.\s/)[0]!;

@@ -2,7 +2,7 @@
 /** The `coordinator` command: parse, call, print; nothing else. Each command loads only what it needs. */
 import { VERSION } from '../version.js';
 import { parseCommandLine, type CommandSpec } from './args.js';
-import { CONFIG_OPTIONS, EXIT, reportError, type ConfigFlags } from './common.js';
+import { CONFIG_OPTIONS, configFromFlags, reportError } from './common.js';
 
 const PROGRAM = 'coordinator';
 const DESCRIPTION = 'The edge coordinator: local MQTT broker, device shadows and sandboxed tasks for a gateway.';
@@ -12,10 +12,7 @@ const COMMANDS: readonly CommandSpec[] = [
     words: ['start'],
     summary: 'run the coordinator in the foreground (this is what `npm start` does)',
     options: CONFIG_OPTIONS,
-    run: async (values) => {
-      const [{ runStart }, { configFromFlags }] = await Promise.all([import('./start.js'), import('./common.js')]);
-      await runStart(configFromFlags(values as ConfigFlags));
-    },
+    run: async (values) => (await import('./start.js')).runStart(configFromFlags(values)),
   },
   {
     words: ['status'],
@@ -25,7 +22,7 @@ const COMMANDS: readonly CommandSpec[] = [
       json: { type: 'boolean', description: 'print JSON' },
       socket: { type: 'string', value: '<path>', description: 'admin socket (default <data-dir>/coordinator.sock)' },
     },
-    run: async (values) => (await import('./status.js')).runStatus(values as ConfigFlags & { json?: boolean; socket?: string }),
+    run: async (values) => (await import('./status.js')).runStatus(values),
   },
   {
     words: ['config', 'check'],
@@ -37,7 +34,7 @@ const COMMANDS: readonly CommandSpec[] = [
     words: ['config', 'print'],
     summary: 'print the effective configuration (defaults + file + environment + flags), secrets masked',
     options: CONFIG_OPTIONS,
-    run: async (values) => (await import('./config-commands.js')).runConfigPrint(values as ConfigFlags),
+    run: async (values) => (await import('./config-commands.js')).runConfigPrint(values),
   },
 ];
 
