@@ -67,7 +67,7 @@ export const configSchema = z
       .default(() => defaultThingName()),
     /** Data directory: the database, the admin socket, seed shadow documents. */
     dataDir: z.string().min(1, 'must be a directory path').default('./device-shadows'),
-    logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+    logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], { error: 'is not a log level' }).default('info'),
     listeners: z
       .object({
         mqtt: tcpListener.prefault({}),
@@ -81,7 +81,7 @@ export const configSchema = z
          * Who may connect without credentials: `loopback` (development default: only on listeners bound to
          * a loopback address), `never`, or `always` (explicit opt-in; logged as a warning at start-up).
          */
-        anonymous: z.enum(['loopback', 'never', 'always']).default('loopback'),
+        anonymous: z.enum(['loopback', 'never', 'always'], { error: 'is not an anonymous-access mode' }).default('loopback'),
         /** Longest accepted MQTT client id, in bytes; AWS IoT allows 128. */
         maxClientIdBytes: z.int().min(23, 'must be at least 23 ([MQTT-3.1.3-5])').max(65535).default(128),
         /** Longest accepted keepalive in seconds; AWS IoT allows 1200. 0 accepts any. */
