@@ -25,7 +25,14 @@ interface Held {
   write?: () => void;
 }
 
-const gated = new WeakMap<Writable, Held[]>();
+/** Held PUBACKs of one connection: FIFO order for sending, an index by packet id for O(1) lookup. */
+interface Gate {
+  readonly byId: Map<number, Held>;
+  order: Held[];
+  head: number;
+}
+
+const gated = new WeakMap<Writable, Gate>();
 let installed = false;
 
 /** The mqtt-packet instance aedes itself imports (not a possibly different copy of our own). */
@@ -42,12 +49,12 @@ export function installPubackGate(): void {
   const original = mqttPacket.writeToStream.bind(mqttPacket);
   mqttPacket.writeToStream = (packet, stream, opts) => {
     if (packet.cmd !== 'puback') return original(packet, stream, opts);
-    const held = gated.get(stream)?.find((h) => h.messageId === packet.messageId && !h.write);
-    if (!held) return original(packet, stream, opts);
+    const held = packet.messageId === undefined ? undefined : gated.get(stream)?.byId.get(packet.messageId);
+    if (!held || held.write) return original(packet, stream, opts);
     held.write = () => {
       if (!stream.destroyed) original(packet, stream, opts);
     };
-    flush(stream);
+    scheduleFlush(stream);
     // Report success so aedes goes on to run the publish pipeline that will release this PUBACK.
     return true;
   };
@@ -55,38 +62,59 @@ export function installPubackGate(): void {
 
 /** Enables the gate for a connection (called by the listener for every accepted socket). */
 export function gateConnection(stream: Writable): void {
-  gated.set(stream, []);
+  gated.set(stream, { byId: new Map(), order: [], head: 0 });
 }
 
 /** Announces an incoming QoS 1 PUBLISH whose PUBACK must wait for `release`. */
 export function expectPuback(stream: Writable, messageId: number): void {
-  gated.get(stream)?.push({ messageId, released: false });
+  const gate = gated.get(stream);
+  if (!gate) return;
+  const held: Held = { messageId, released: false };
+  gate.order.push(held);
+  gate.byId.set(messageId, held);
 }
 
 /** The publish pipeline of `messageId` finished: its PUBACK may go, after any earlier ones. */
 export function releasePuback(stream: Writable, messageId: number): void {
-  const queue = gated.get(stream);
-  const held = queue?.find((h) => h.messageId === messageId && !h.released);
-  if (!held) return;
+  const held = gated.get(stream)?.byId.get(messageId);
+  if (!held || held.released) return;
   held.released = true;
-  flush(stream);
+  scheduleFlush(stream);
 }
 
-const corked = new WeakSet<Writable>();
+const scheduled = new WeakSet<Writable>();
+
+/**
+ * Releases land one by one as aedes finishes each message's pipeline; flushing once per event-loop turn
+ * sends every PUBACK released meanwhile in a single write, as aedes does when it answers a whole read.
+ */
+function scheduleFlush(stream: Writable): void {
+  if (scheduled.has(stream)) return;
+  scheduled.add(stream);
+  setImmediate(() => {
+    scheduled.delete(stream);
+    flush(stream);
+  });
+}
+
+function ready(gate: Gate): Held | undefined {
+  const first = gate.order[gate.head];
+  return first?.released && first.write ? first : undefined;
+}
 
 function flush(stream: Writable): void {
-  const queue = gated.get(stream);
-  if (!queue || !(queue[0]?.released && queue[0].write)) return;
-  // One group commit releases many PUBACKs in the same tick: cork so they leave in one write syscall.
-  if (!corked.has(stream)) {
-    corked.add(stream);
-    stream.cork();
-    process.nextTick(() => {
-      corked.delete(stream);
-      stream.uncork();
-    });
+  const gate = gated.get(stream);
+  if (!gate || !ready(gate)) return;
+  stream.cork();
+  for (let held = ready(gate); held; held = ready(gate)) {
+    gate.head++;
+    if (gate.byId.get(held.messageId) === held) gate.byId.delete(held.messageId);
+    held.write!();
   }
-  while (queue.length > 0 && queue[0].released && queue[0].write) {
-    queue.shift()!.write!();
+  stream.uncork();
+  // Drop the sent prefix now and then instead of shifting the array on every PUBACK.
+  if (gate.head > 1024 && gate.head * 2 > gate.order.length) {
+    gate.order = gate.order.slice(gate.head);
+    gate.head = 0;
   }
 }
