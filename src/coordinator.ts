@@ -5,10 +5,10 @@
  */
 import type { CoordinatorConfig } from './config/schema.js';
 import type { Logger } from './log/logger.js';
-import { startAdminServer, type AdminServer } from './admin/server.js';
-import { adminSocketPath, claimSocketPath } from './admin/socket.js';
+import { startAdminServer, type AdminRoutes, type AdminServer } from './admin/server.js';
+import { adminSocketPath } from './admin/socket.js';
 import { startBroker, type Broker } from './broker/broker.js';
-import { Store, type StoreHealth } from './store/database.js';
+import { ensureDataDir, Store, type StoreHealth } from './store/database.js';
 import { VERSION } from './version.js';
 
 /** One listener as `coordinator status` shows it. */
@@ -30,6 +30,8 @@ export interface CoordinatorStatus {
   dataDir: string;
   listeners: ListenerStatus[];
   clients: { connected: number; ids: string[] };
+  /** Messages dropped because a persistent session's queue was full (COORD_ERR_BROKER_QUEUE_FULL). */
+  droppedMessages: number;
   store: StoreHealth;
 }
 
@@ -55,21 +57,24 @@ export class Coordinator {
 
   /** Starts every component; on failure, stops what had started and rethrows. */
   static async start(config: CoordinatorConfig, log: Logger): Promise<Coordinator> {
-    const socketPath = adminSocketPath(config);
-    // Before touching the database: a second coordinator on the same data directory must not start.
-    await claimSocketPath(socketPath);
-    const store = Store.open(config.dataDir, (err) => log.error({ err, code: 'COORD_ERR_STORE_WRITE' }, 'background durable write failed'));
+    ensureDataDir(config.dataDir);
+    // The admin socket is the data directory's lock: bound first, before the database is touched, so a
+    // second coordinator on the same directory stops here.
+    const routes: AdminRoutes = {};
+    const admin = await startAdminServer(adminSocketPath(config), routes, log);
+    let store: Store | undefined;
     let broker: Broker | undefined;
     try {
+      store = Store.open(config.dataDir, (err) => log.error({ err, code: 'COORD_ERR_STORE_WRITE' }, 'background durable write failed'));
       broker = await startBroker(config, store, log);
-      const routes = { 'GET /v1/status': (): CoordinatorStatus => coordinator.status() };
-      const admin = await startAdminServer(socketPath, routes, log);
       const coordinator: Coordinator = new Coordinator(config, log, store, broker, admin);
+      routes['GET /v1/status'] = () => coordinator.status();
       coordinator.#announce();
       return coordinator;
     } catch (err) {
       await broker?.close();
-      store.close();
+      store?.close();
+      await admin.close();
       throw err;
     }
   }
@@ -107,6 +112,7 @@ export class Coordinator {
       dataDir: this.config.dataDir,
       listeners: this.broker.listeners.map((l) => ({ name: l.name, url: l.url, host: l.host, port: l.port, anonymous: this.#anonymousOn(l.loopback) })),
       clients: { connected: clients.length, ids: clients.slice(0, STATUS_CLIENT_IDS).map((c) => c.id) },
+      droppedMessages: this.broker.droppedMessages(),
       store: this.store.health(),
     };
   }

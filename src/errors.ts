@@ -43,6 +43,10 @@ export const ERRORS = {
     meaning: 'The embedded database could not be opened or migrated.',
     remedy: 'Check disk space and permissions of the data directory; restore the database file from a backup if it is corrupt.',
   },
+  COORD_ERR_STORE_RESTORE: {
+    meaning: 'A stored broker row (retained message, queued message, subscription) could not be restored at start-up; it was skipped.',
+    remedy: 'The log line names the row; the rest of the state was restored and the coordinator runs.',
+  },
   COORD_ERR_STORE_WRITE: {
     meaning: 'A durable write failed; the change it carried was not acknowledged.',
     remedy: 'Check disk space and health; the client may retry.',
@@ -54,6 +58,10 @@ export const ERRORS = {
   COORD_ERR_BROKER_LISTEN: {
     meaning: 'A broker listener could not bind its address and port.',
     remedy: 'Pick another port (--mqtt-port, 0 picks a free one) or stop the process holding it.',
+  },
+  COORD_ERR_BROKER_QUEUE_FULL: {
+    meaning: 'A persistent session already had broker.maxQueuedPerSession messages queued; a new message was dropped for that session only.',
+    remedy: 'Let the device reconnect and drain its queue, or raise broker.maxQueuedPerSession; `coordinator status` counts the drops.',
   },
   COORD_ERR_BROKER_TLS: {
     meaning: 'The TLS listener could not load its certificate, key or CA.',
@@ -71,6 +79,10 @@ export const ERRORS = {
     meaning: 'A PUBLISH was refused by policy (for example a reserved `$` topic); the client is disconnected, as AWS IoT does.',
     remedy: 'Publish only to topics the client is granted.',
   },
+  COORD_ERR_MQTT_PAYLOAD_TOO_LARGE: {
+    meaning: 'A PUBLISH (or a will) carried a payload larger than broker.maxPayloadBytes; the client is disconnected, as AWS IoT does.',
+    remedy: 'Send smaller payloads, or raise broker.maxPayloadBytes (AWS IoT allows 128 KB).',
+  },
   COORD_ERR_MQTT_SUBSCRIBE_DENIED: {
     meaning: 'A SUBSCRIBE topic filter was refused by policy; the SUBACK carries 0x80 for it.',
     remedy: 'Subscribe only to topic filters the client is granted.',
@@ -82,6 +94,10 @@ export const ERRORS = {
   COORD_ERR_ADMIN_UNREACHABLE: {
     meaning: 'The CLI could not reach a running coordinator on the admin socket.',
     remedy: 'Start the coordinator, or point the CLI at its data directory with --data-dir / --config.',
+  },
+  COORD_ERR_ADMIN_LISTEN: {
+    meaning: 'The admin socket could not be created.',
+    remedy: 'Check that the data directory (or admin.socketPath) is writable.',
   },
   COORD_ERR_ADMIN_SOCKET_PATH: {
     meaning: 'The admin socket path is longer than the operating system allows for a Unix socket.',

@@ -7,6 +7,7 @@ import { chmodSync, unlinkSync } from 'node:fs';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { Logger } from '../log/logger.js';
 import { CoordinatorError, isCoordinatorError } from '../errors.js';
+import { bindSocketPath } from './socket.js';
 
 /** A route handler: returns the JSON body to send, or throws a CoordinatorError. */
 export type AdminHandler = (request: { query: URLSearchParams; body: unknown }) => unknown;
@@ -44,13 +45,16 @@ export interface AdminServer {
   close(): Promise<void>;
 }
 
-/** Starts the admin server on `socketPath` (already claimed, see ./socket.ts). */
+/**
+ * Starts the admin server on `socketPath`, claiming the data directory (see ./socket.ts). Routes are
+ * looked up per request, so they can be added once the components behind them have started.
+ */
 export async function startAdminServer(socketPath: string, routes: AdminRoutes, log: Logger): Promise<AdminServer> {
   const server: Server = createServer((req, res) => {
     const url = new URL(req.url ?? '/', 'http://coordinator');
     const handler = routes[`${req.method ?? 'GET'} ${url.pathname}`];
     if (!handler) {
-      send(res, 404, { code: 'COORD_ERR_ADMIN_REQUEST', message: `no admin route ${req.method ?? ''} ${url.pathname}` });
+      send(res, 404, { code: 'COORD_ERR_ADMIN_REQUEST', message: `no admin route ${req.method ?? ''} ${url.pathname} (or the coordinator is still starting)` });
       return;
     }
     readBody(req)
@@ -64,13 +68,16 @@ export async function startAdminServer(socketPath: string, routes: AdminRoutes, 
         }
       });
   });
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(socketPath, () => {
-      server.off('error', reject);
-      resolve();
+  const listen = (): Promise<void> =>
+    new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(socketPath, () => {
+        server.off('error', reject);
+        resolve();
+      });
     });
-  });
+  await bindSocketPath(socketPath, listen);
+  // The process umask (0077 under `coordinator start`) already created it 0600; embedders get the same.
   chmodSync(socketPath, 0o600);
   return {
     socketPath,

@@ -2,7 +2,7 @@
  * Where the admin socket lives and whether another coordinator already answers on it. The socket doubles
  * as the data directory's lock: two coordinators on one database would corrupt each other's view.
  */
-import { existsSync, unlinkSync } from 'node:fs';
+import { unlinkSync } from 'node:fs';
 import { connect } from 'node:net';
 import { join } from 'node:path';
 import type { CoordinatorConfig } from '../config/schema.js';
@@ -37,19 +37,37 @@ function answers(path: string): Promise<boolean> {
     };
     socket.once('connect', () => done(true));
     socket.once('error', () => done(false));
-    socket.setTimeout(1000, () => done(false));
+    // A coordinator busy starting up may be slow to accept; only a refusal proves the file is stale.
+    socket.setTimeout(5000, () => done(true));
   });
 }
 
 /**
- * Makes sure no coordinator is running on this socket: a live one is an error, a stale file left by a
- * killed process is removed.
+ * Binds `listen` to the socket path, which is the data directory's lock: binding is atomic, so of two
+ * coordinators starting together exactly one wins. A file left by a killed coordinator (nothing answers
+ * on it) is removed and the bind retried once; a live one is COORD_ERR_DATA_DIR_IN_USE.
  */
-export async function claimSocketPath(path: string): Promise<void> {
+export async function bindSocketPath<T>(path: string, listen: () => Promise<T>): Promise<T> {
   checkSocketPath(path);
-  if (!existsSync(path)) return;
+  try {
+    return await listen();
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'EADDRINUSE') {
+      throw new CoordinatorError('COORD_ERR_ADMIN_LISTEN', `cannot create admin socket ${path}: ${(err as Error).message}`, { cause: err });
+    }
+  }
   if (await answers(path)) {
     throw new CoordinatorError('COORD_ERR_DATA_DIR_IN_USE', `another coordinator is running and answering on ${path}`);
   }
   unlinkSync(path);
+  try {
+    return await listen();
+  } catch (err) {
+    const inUse = (err as NodeJS.ErrnoException).code === 'EADDRINUSE';
+    throw new CoordinatorError(
+      inUse ? 'COORD_ERR_DATA_DIR_IN_USE' : 'COORD_ERR_ADMIN_LISTEN',
+      inUse ? `another coordinator took ${path} while this one was starting` : `cannot create admin socket ${path}: ${(err as Error).message}`,
+      { cause: err },
+    );
+  }
 }

@@ -31,9 +31,11 @@ export interface Principal {
 export interface AuthorizerOptions {
   readonly anonymous: 'loopback' | 'never' | 'always';
   readonly maxClientIdBytes: number;
+  /** Largest PUBLISH (or will) payload accepted, in bytes. */
+  readonly maxPayloadBytes: number;
   readonly log: Logger;
   /** Called with the AWS disconnect reason when a hook decides to drop a client. */
-  readonly onDeny?: (client: Client, reason: 'FORBIDDEN_ACCESS' | 'AUTH_ERROR') => void;
+  readonly onDeny?: (client: Client, reason: 'FORBIDDEN_ACCESS' | 'AUTH_ERROR' | 'CLIENT_ERROR') => void;
 }
 
 const listenerOfConn = new WeakMap<Duplex, ListenerInfo>();
@@ -76,6 +78,10 @@ export interface Authorizer {
   authorizePublish: (client: Client | null, packet: PublishPacket, done: (err?: Error | null) => void) => void;
   authorizeSubscribe: (client: Client, sub: Subscription, done: (err: Error | null, sub?: Subscription | null) => void) => void;
   authorizeForward: (client: Client, packet: AedesPublishPacket) => AedesPublishPacket | null;
+  /** Whether `client` may hold a subscription to `filter` (persistence keeps only these). */
+  maySubscribe: (client: Client, filter: string) => boolean;
+  /** Whether a will on `topic` may be published (checked at CONNECT and again for orphaned wills). */
+  mayPublishWill: (topic: string) => boolean;
 }
 
 /** Builds the authentication/authorization hooks for aedes. */
@@ -85,6 +91,15 @@ export function createAuthorizer(options: AuthorizerOptions): Authorizer {
   function mayRead(topic: string): boolean {
     // '$' is 36: ordinary topics are open; reserved ones only as AWS IoT allows.
     return topic.charCodeAt(0) !== 36 || READABLE_RESERVED.test(topic);
+  }
+
+  function mayPublish(topic: string): boolean {
+    return topic.charCodeAt(0) !== 36 || SHADOW_REQUEST.test(topic);
+  }
+
+  /** A will is a PUBLISH made later on the client's behalf: a valid topic name [MQTT-3.1.3-11] the client may publish to. */
+  function mayPublishWill(topic: string): boolean {
+    return topic.length > 0 && !topic.includes('#') && !topic.includes('+') && !topic.includes('\u0000') && mayPublish(topic);
   }
 
   return {
@@ -119,6 +134,15 @@ export function createAuthorizer(options: AuthorizerOptions): Authorizer {
         options.onDeny?.(client, 'AUTH_ERROR');
         return done(username === undefined ? authError(5, 'not authorized') : authError(4, 'bad user name or password'), false);
       }
+      const will = (client as unknown as { _will?: { topic: string; payload: Buffer } })._will;
+      if (will && !mayPublishWill(will.topic)) {
+        log.warn({ code: 'COORD_ERR_MQTT_PUBLISH_DENIED', clientId: client.id, ip, topic: will.topic }, 'CONNECT refused: will topic not allowed');
+        return done(authError(5, 'not authorized'), false);
+      }
+      if (will && will.payload.length > options.maxPayloadBytes) {
+        log.warn({ code: 'COORD_ERR_MQTT_PAYLOAD_TOO_LARGE', clientId: client.id, ip, bytes: will.payload.length }, 'CONNECT refused: will payload too large');
+        return done(authError(5, 'not authorized'), false);
+      }
       principals.set(client, { kind: 'anonymous', id: 'anonymous' });
       done(null, true);
     },
@@ -127,7 +151,16 @@ export function createAuthorizer(options: AuthorizerOptions): Authorizer {
       // Publishes made by the coordinator itself (client null) are trusted.
       if (client === null) return done(null);
       const topic = packet.topic;
-      if (topic.charCodeAt(0) === 36 && !SHADOW_REQUEST.test(topic)) {
+      if (packet.payload.length > options.maxPayloadBytes) {
+        // AWS IoT disconnects a client publishing over its payload limit (reason CLIENT_ERROR).
+        log.warn(
+          { code: 'COORD_ERR_MQTT_PAYLOAD_TOO_LARGE', clientId: client.id, topic, bytes: packet.payload.length, limit: options.maxPayloadBytes },
+          'PUBLISH refused: payload too large; disconnecting client',
+        );
+        options.onDeny?.(client, 'CLIENT_ERROR');
+        return done(new CoordinatorError('COORD_ERR_MQTT_PAYLOAD_TOO_LARGE', `payload of ${packet.payload.length} bytes exceeds ${options.maxPayloadBytes}`));
+      }
+      if (!mayPublish(topic)) {
         log.warn({ code: 'COORD_ERR_MQTT_PUBLISH_DENIED', clientId: client.id, topic }, 'PUBLISH denied by policy; disconnecting client (AWS IoT behaviour)');
         options.onDeny?.(client, 'FORBIDDEN_ACCESS');
         return done(new CoordinatorError('COORD_ERR_MQTT_PUBLISH_DENIED', `publish to ${topic} is not allowed`));
@@ -149,5 +182,8 @@ export function createAuthorizer(options: AuthorizerOptions): Authorizer {
       // the policy that allowed it.
       return mayRead(packet.topic) ? packet : null;
     },
+
+    maySubscribe: (_client, filter) => mayRead(filter),
+    mayPublishWill,
   };
 }

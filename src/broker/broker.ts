@@ -2,7 +2,7 @@
  * The embedded MQTT broker: aedes with durable persistence, the auth seam, presence events and the
  * configured listeners.
  */
-import { Aedes, type Client } from 'aedes';
+import { Aedes, type Client, type PublishPacket } from 'aedes';
 import type { CoordinatorConfig } from '../config/schema.js';
 import type { Logger } from '../log/logger.js';
 import type { Store } from '../store/database.js';
@@ -16,6 +16,8 @@ import { expectPuback, installPubackGate, releasePuback } from './puback-gate.js
 export interface Broker {
   readonly aedes: Aedes;
   readonly listeners: readonly Listener[];
+  /** Messages dropped because a persistent session's queue was full. */
+  droppedMessages(): number;
   /** Connected clients, for status. */
   clients(): Client[];
   /** Disconnects every client, stops the listeners. The store is left to its owner. */
@@ -41,21 +43,42 @@ function listenerSpecs(config: CoordinatorConfig): ListenerSpec[] {
 /** Starts aedes on the store and binds every enabled listener. */
 export async function startBroker(config: CoordinatorConfig, store: Store, log: Logger): Promise<Broker> {
   installPubackGate();
-  const persistence = new DurablePersistence(store);
   const presence = new Presence(log);
   const authorizer = createAuthorizer({
     anonymous: config.broker.anonymous,
     maxClientIdBytes: config.broker.maxClientIdBytes,
+    maxPayloadBytes: config.broker.maxPayloadBytes,
     log,
     onDeny: (client, reason) => presence.markReason(client, reason),
   });
+  const persistence = new DurablePersistence(store, {
+    maySubscribe: authorizer.maySubscribe,
+    maxQueuedPerSession: config.broker.maxQueuedPerSession,
+    onQueueFull: (clientId, topic, dropped) => {
+      // Powers of ten: a device offline for a week must not flood the log with one line per message.
+      if (Number.isInteger(Math.log10(dropped))) {
+        log.warn({ code: 'COORD_ERR_BROKER_QUEUE_FULL', clientId, topic, droppedTotal: dropped }, 'persistent session queue full; message dropped for it');
+      }
+    },
+    onRestoreError: (what, err) => log.error({ code: 'COORD_ERR_STORE_RESTORE', what, err }, 'stored broker state skipped at start-up'),
+    onQueued: (brokerId, brokerCounter) => {
+      if (brokerId !== aedes.id) return;
+      const held = heldPubacks.get(brokerCounter);
+      if (!held) return;
+      heldPubacks.delete(brokerCounter);
+      releasePuback(held.conn, held.messageId);
+    },
+  });
+  /** PUBACKs waiting for their message's durable writes, by the broker counter aedes gave the message. */
+  const heldPubacks = new Map<number, { conn: Client['conn']; messageId: number }>();
 
   const aedes = new Aedes({
     persistence,
     // The auth seam checks client-id length in bytes for every protocol level; aedes' own check only
     // covers MQTT 3.1, so let it through here.
     maxClientsIdLength: 65535,
-    keepaliveLimit: config.broker.keepaliveLimitS,
+    // No keepalive cap: aedes would refuse with CONNACK 6, which MQTT 3.1.1 does not define.
+    keepaliveLimit: 0,
     connectTimeout: config.broker.connectTimeoutMs,
     queueLimit: config.broker.queueLimit,
     preConnect: authorizer.preConnect,
@@ -76,15 +99,33 @@ export async function startBroker(config: CoordinatorConfig, store: Store, log: 
         done(err);
       });
     },
-    // aedes calls this after the retained store and the offline queues have taken the message.
-    published: (packet, client, done) => {
-      if (client && packet.qos === 1 && typeof packet.messageId === 'number') releasePuback(client.conn, packet.messageId);
-      done(null);
-    },
     authorizeSubscribe: authorizer.authorizeSubscribe,
     authorizeForward: authorizer.authorizeForward,
   });
   presence.attach(aedes);
+
+  // aedes runs a message's pipeline from broker.publish, called right after the (held) PUBACK: retained
+  // copy, then offline queues (persistence.outgoingEnqueueCombi, reached for every QoS 1 message), then
+  // delivery. The PUBACK is released when the queueing is durable (onQueued above), never waiting for
+  // delivery: a slow subscriber must not hold a publisher's acknowledgements.
+  type PublishFn = (packet: PublishPacket, client?: Client | null | ((err?: Error) => void), done?: (err?: Error) => void) => void;
+  const publish = aedes.publish.bind(aedes) as unknown as PublishFn;
+  const counter = (): number => (aedes as unknown as { counter: number }).counter;
+  (aedes as unknown as { publish: PublishFn }).publish = (packet, client, done) => {
+    if (!(client && typeof client === 'object' && packet.qos === 1 && typeof packet.messageId === 'number')) {
+      publish(packet, client, done);
+      return;
+    }
+    // publish() stamps the message with the next broker counter synchronously (aedes-packet), before any
+    // persistence call can complete; if the counter did not move, aedes refused the packet outright.
+    const expected = counter() + 1;
+    const entry = { conn: client.conn, messageId: packet.messageId };
+    publish(packet, client, (err) => {
+      if (err) heldPubacks.delete(expected); // never released: the client retries, as QoS 1 allows
+      done?.(err);
+    });
+    if (counter() >= expected && heldPubacks.get(expected) === undefined) heldPubacks.set(expected, entry);
+  };
 
   aedes.on('clientError', (client, err) => {
     log.debug({ clientId: client.id, err: err.message, code: 'COORD_ERR_MQTT_PROTOCOL' }, 'client connection closed on error');
@@ -96,13 +137,25 @@ export async function startBroker(config: CoordinatorConfig, store: Store, log: 
 
   await aedes.listen();
 
-  for (const { clientId, packet } of persistence.takeOrphanedWills()) {
-    // [MQTT-3.1.2-8] the previous process died with this client connected: its will is due.
-    log.info({ clientId, topic: packet.topic }, 'publishing will of a client connected when the coordinator last stopped');
-    aedes.publish({ ...packet, cmd: 'publish', dup: false } as never, (err) => {
-      if (err) log.error({ err, clientId, code: 'COORD_ERR_INTERNAL' }, 'will not published');
-    });
-  }
+  // [MQTT-3.1.2-8] the previous process died with these clients connected: their wills are due. Done
+  // before any listener opens, so a reconnecting client cannot race its own old will.
+  await Promise.all(
+    persistence.takeOrphanedWills().map(async ({ clientId, packet }) => {
+      const topic = String(packet.topic);
+      if (authorizer.mayPublishWill(topic)) {
+        log.info({ clientId, topic }, 'publishing will of a client connected when the coordinator last stopped');
+        await new Promise<void>((resolve) =>
+          aedes.publish({ ...packet, cmd: 'publish', dup: false } as never, (err) => {
+            if (err) log.error({ err, clientId, code: 'COORD_ERR_INTERNAL' }, 'will not published');
+            resolve();
+          }),
+        );
+      } else {
+        log.warn({ clientId, topic, code: 'COORD_ERR_MQTT_PUBLISH_DENIED' }, 'stored will dropped: its topic is not allowed');
+      }
+      await persistence.forgetOrphanedWill(clientId);
+    }),
+  );
 
   const listeners: Listener[] = [];
   try {
@@ -119,7 +172,10 @@ export async function startBroker(config: CoordinatorConfig, store: Store, log: 
     aedes,
     listeners,
     clients,
+    droppedMessages: () => persistence.droppedMessages,
     close: async () => {
+      // Subscribers to presence (persistent ones get them queued) learn that every device went away.
+      await presence.announceShutdown(clients());
       await new Promise<void>((resolve) => aedes.close(() => resolve()));
       await Promise.all(listeners.map((l) => l.close()));
     },

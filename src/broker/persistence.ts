@@ -3,13 +3,17 @@
  * matching fast) with every change mirrored into the embedded database through group commit.
  *
  * What must be durable before aedes acknowledges it is awaited: a QoS 1/2 message queued for a
- * persistent session (the publisher's PUBACK waits for it), retained messages, subscriptions of
- * persistent sessions (SUBACK/UNSUBACK), inbound QoS 2 state (PUBREC) and wills. Bookkeeping that only
- * narrows redelivery (packet ids assigned, PUBACKs received) is queued in order but not awaited: losing
- * it in a crash means a QoS 1 message is delivered again, which QoS 1 allows [MQTT-4.3.2].
+ * persistent session (the publisher's PUBACK waits for it, see ./puback-gate.ts), retained messages,
+ * subscriptions of persistent sessions (SUBACK/UNSUBACK), the discarding of a session (CONNACK), every
+ * step of QoS 2 in both directions (PUBREC, PUBREL, PUBCOMP: losing one would duplicate or swallow an
+ * exactly-once message) and wills. Bookkeeping that only narrows QoS 1 redelivery (packet ids assigned,
+ * PUBACKs received) is queued in order but not awaited: losing it in a crash means a QoS 1 message is
+ * delivered again, which QoS 1 allows [MQTT-4.3.2].
  *
  * Memory and database stay in step because each method mutates memory and queues its database write in
- * the same synchronous segment, so both see operations in the same order.
+ * the same synchronous segment, so both see operations in the same order. The SQL that mirrors
+ * MemoryPersistence#outgoingUpdate's matching rules is the one place where the two implement the same
+ * decision twice; restore therefore never trusts it and re-creates the queue row by row.
  */
 import type { Aedes, Client } from 'aedes';
 import type { AedesPacket } from 'aedes-packet';
@@ -42,19 +46,46 @@ export interface OrphanedWill {
   readonly packet: Packet;
 }
 
+/** Options of the durable persistence. */
+export interface DurablePersistenceOptions {
+  /** Whether `client` may hold a subscription to `topic` (aedes hands refused filters to persistence too). */
+  readonly maySubscribe: (client: Client, topic: string) => boolean;
+  /** Most messages queued for one persistent session; more are dropped for that session and counted. */
+  readonly maxQueuedPerSession: number;
+  /** Told about every message dropped because a session's queue was full. */
+  readonly onQueueFull: (clientId: string, topic: string, dropped: number) => void;
+  /** Told about a stored row that could not be restored (it is skipped, never fatal). */
+  readonly onRestoreError: (what: string, err: unknown) => void;
+  /**
+   * Told when a message's offline queueing is durable. aedes queues every QoS 1/2 message here (with no
+   * sessions to queue for, too) as the last durable step of its publish pipeline, after the retained copy.
+   */
+  readonly onQueued?: (brokerId: string, brokerCounter: number) => void;
+}
+
 /** aedes persistence backed by memory for speed and the embedded database for durability. */
 export class DurablePersistence extends MemoryPersistence {
   readonly #store: Store;
   readonly #sql: ReturnType<typeof prepare>;
+  readonly #options: DurablePersistenceOptions;
   /** Client ids that own rows (subscriptions, queue, inbound QoS 2): only they cost database writes. */
   readonly #durableClients = new Set<string>();
   readonly #clientsWithWill = new Set<string>();
+  /** Messages queued per persistent session (mirrors the memory queue's length). */
+  readonly #queued = new Map<string, number>();
+  #dropped = 0;
   #orphanedWills: OrphanedWill[] = [];
 
-  constructor(store: Store) {
+  constructor(store: Store, options: DurablePersistenceOptions) {
     super();
     this.#store = store;
     this.#sql = prepare(store);
+    this.#options = options;
+  }
+
+  /** Messages dropped so far because a persistent session's queue was full. */
+  get droppedMessages(): number {
+    return this.#dropped;
   }
 
   override async setup(broker: Aedes): Promise<void> {
@@ -62,16 +93,29 @@ export class DurablePersistence extends MemoryPersistence {
     await this.#restore();
   }
 
-  /** Wills of clients connected when the previous process died; the broker publishes them once. */
+  /** Wills of clients connected when the previous process died; the broker publishes each once. */
   takeOrphanedWills(): OrphanedWill[] {
     const wills = this.#orphanedWills;
     this.#orphanedWills = [];
     return wills;
   }
 
+  /** Forgets an orphaned will once it has been published (not before: a crash must not lose it). */
+  forgetOrphanedWill(clientId: string): Promise<void> {
+    return this.#store.writer.write(() => this.#sql.deleteWill.run(clientId));
+  }
+
   async #restore(): Promise<void> {
     const s = this.#sql;
-    for (const row of s.allRetained.all() as PacketRow[]) await super.storeRetained(decode(row));
+    // One bad row must never keep the broker from starting: it is reported and skipped.
+    const attempt = async (what: string, fn: () => Promise<unknown>): Promise<void> => {
+      try {
+        await fn();
+      } catch (err) {
+        this.#options.onRestoreError(what, err);
+      }
+    };
+    for (const row of s.allRetained.all() as PacketRow[]) await attempt(`retained ${row.topic}`, () => super.storeRetained(decode(row)));
 
     const subsByClient = new Map<string, Subscription[]>();
     for (const row of s.allSubscriptions.all() as { client_id: string; topic: string; meta: string }[]) {
@@ -81,30 +125,32 @@ export class DurablePersistence extends MemoryPersistence {
     }
     for (const [clientId, subs] of subsByClient) {
       this.#durableClients.add(clientId);
-      await super.addSubscriptions(asClient(clientId), subs as never);
+      await attempt(`subscriptions of ${clientId}`, () => super.addSubscriptions(asClient(clientId), subs as never));
     }
 
-    for (const row of s.allOutgoing.all() as (PacketRow & { client_id: string; message_id: number | null })[]) {
+    for (const row of s.allOutgoing.all() as (PacketRow & { seq: number; client_id: string; message_id: number | null })[]) {
       this.#durableClients.add(row.client_id);
-      const packet = decode(row);
-      await super.outgoingEnqueue({ clientId: row.client_id }, packet);
-      // Enqueue forgets packet ids; put back the one the client may already have seen [MQTT-4.4.0-1].
-      if (row.message_id !== null) await super.outgoingUpdate(asClient(row.client_id), { ...packet, messageId: row.message_id });
+      await attempt(`queued message ${row.seq} of ${row.client_id}`, async () => {
+        // A restored row gets an identity of its own (a PUBREL has none, and two would match each other
+        // in MemoryPersistence), so putting back its packet id [MQTT-4.4.0-1] hits exactly this row.
+        const packet = { ...decode(row), brokerId: `restored-${row.seq}`, brokerCounter: row.seq };
+        await super.outgoingEnqueue({ clientId: row.client_id }, packet);
+        if (row.message_id !== null) await super.outgoingUpdate(asClient(row.client_id), { ...packet, messageId: row.message_id });
+        this.#queued.set(row.client_id, (this.#queued.get(row.client_id) ?? 0) + 1);
+      });
     }
 
     for (const row of s.allIncoming.all() as (PacketRow & { client_id: string; message_id: number })[]) {
       this.#durableClients.add(row.client_id);
-      await super.incomingStorePacket(asClient(row.client_id), { ...decode(row), messageId: row.message_id });
+      await attempt(`QoS 2 state ${row.message_id} of ${row.client_id}`, () =>
+        super.incomingStorePacket(asClient(row.client_id), { ...decode(row), messageId: row.message_id }),
+      );
     }
 
     this.#orphanedWills = (s.allWills.all() as (PacketRow & { client_id: string })[]).map((row) => ({
       clientId: row.client_id,
       packet: decode(row),
     }));
-    if (this.#orphanedWills.length > 0) {
-      const w = this.#store.writer;
-      await w.write(() => s.clearWills.run());
-    }
   }
 
   override storeRetained(packet: AedesPacket): Promise<void> {
@@ -117,7 +163,9 @@ export class DurablePersistence extends MemoryPersistence {
     return both(memory, durable);
   }
 
-  override addSubscriptions(client: Client, subs: Parameters<MemoryPersistence['addSubscriptions']>[1]): Promise<void> {
+  override addSubscriptions(client: Client, all: Parameters<MemoryPersistence['addSubscriptions']>[1]): Promise<void> {
+    // aedes passes every filter of the SUBSCRIBE, including those it answered 0x80: keep only granted ones.
+    const subs = all.filter((sub) => this.#options.maySubscribe(client, sub.topic));
     const memory = super.addSubscriptions(client, subs);
     const id = client.id;
     this.#durableClients.add(id);
@@ -145,8 +193,14 @@ export class DurablePersistence extends MemoryPersistence {
     const memory = super.cleanSubscriptions(client);
     const id = client.id;
     if (!this.#durableClients.has(id)) return memory;
-    // The queue is not dropped here: aedes drains it through emptyQueue, clearing each packet.
-    const durable = this.#store.writer.write(() => this.#sql.deleteSubscriptions.run(id));
+    // [MQTT-3.1.2-6] the whole session goes, durably, before CONNACK says so. The memory queue is drained
+    // by aedes' emptyQueue, whose clears then find nothing left in the database.
+    const durable = this.#store.writer.write(() => {
+      this.#sql.deleteSubscriptions.run(id);
+      this.#sql.deleteAllOutgoing.run(id);
+      this.#sql.deleteAllIncoming.run(id);
+    });
+    this.#queued.delete(id);
     return both(memory, durable);
   }
 
@@ -154,7 +208,16 @@ export class DurablePersistence extends MemoryPersistence {
     return this.outgoingEnqueueCombi([sub], packet);
   }
 
-  override outgoingEnqueueCombi(subs: { clientId: string }[], packet: AedesPacket): Promise<void> {
+  override outgoingEnqueueCombi(all: { clientId: string }[], packet: AedesPacket): Promise<void> {
+    const queued = this.#enqueue(all, packet);
+    const onQueued = this.#options.onQueued;
+    if (!onQueued) return queued;
+    const { brokerId, brokerCounter } = packet as Packet;
+    return queued.then(() => onQueued(brokerId, brokerCounter));
+  }
+
+  #enqueue(all: { clientId: string }[], packet: AedesPacket): Promise<void> {
+    const subs = all.length === 0 ? all : all.filter((sub) => this.#admit(sub.clientId, (packet as Packet).topic as string));
     const memory = super.outgoingEnqueueCombi(subs, packet);
     if (subs.length === 0) return memory;
     const p = packet as Packet;
@@ -180,13 +243,16 @@ export class DurablePersistence extends MemoryPersistence {
       const row = encode({ ...p, messageId: undefined });
       // Mirrors MemoryPersistence#outgoingUpdate: the first queued packet from the same broker with the
       // same counter gets the packet id; otherwise the first with this packet id is replaced (PUBREL).
-      this.#store.writer.writeLater(() => {
+      const durable = this.#store.writer.write(() => {
         // Two indexed lookups rather than one OR query, which SQLite can only answer by scanning the queue.
         const sameBroker = this.#sql.findOutgoingByPacket.get(id, brokerId, counter) as { seq: number } | undefined;
         const sameId = this.#sql.findOutgoingByMessageId.get(id, messageId, brokerId) as { seq: number } | undefined;
         if (sameBroker && (!sameId || sameBroker.seq < sameId.seq)) this.#sql.setOutgoingMessageId.run(messageId, sameBroker.seq);
         else if (sameId) this.#sql.replaceOutgoing.run(brokerId, counter, messageId, row.topic, row.payload, row.meta, sameId.seq);
       });
+      // A PUBREL replacing the PUBLISH is QoS 2 state the subscriber relies on; packet ids are not.
+      if (p.cmd === 'pubrel') return both(memory, durable);
+      durable.catch(() => undefined); // reported by the writer's error handler
     }
     return memory;
   }
@@ -194,11 +260,28 @@ export class DurablePersistence extends MemoryPersistence {
   override outgoingClearMessageId(client: Client, packet: AedesPacket): Promise<AedesPacket> {
     const memory = super.outgoingClearMessageId(client, packet);
     const id = client.id;
-    if (this.#durableClients.has(id)) {
-      const messageId = (packet as Packet).messageId;
-      this.#store.writer.writeLater(() => this.#sql.deleteFirstOutgoing.run(id, messageId));
+    if (!this.#durableClients.has(id)) return memory;
+    const messageId = (packet as Packet).messageId;
+    const durable = this.#store.writer.write(() => this.#sql.deleteFirstOutgoing.run(id, messageId));
+    return memory.then(async (cleared) => {
+      if (cleared) this.#queued.set(id, Math.max(0, (this.#queued.get(id) ?? 1) - 1));
+      // PUBCOMP ends a QoS 2 delivery: if that end were lost, the message would be sent again.
+      if ((cleared as Packet | undefined)?.cmd === 'pubrel') await durable;
+      else durable.catch(() => undefined); // reported by the writer's error handler
+      return cleared;
+    });
+  }
+
+  /** Counts a message into a session's queue, or drops it for that session when the queue is full. */
+  #admit(clientId: string, topic: string): boolean {
+    const queued = this.#queued.get(clientId) ?? 0;
+    if (queued >= this.#options.maxQueuedPerSession) {
+      this.#dropped++;
+      this.#options.onQueueFull(clientId, topic, this.#dropped);
+      return false;
     }
-    return memory;
+    this.#queued.set(clientId, queued + 1);
+    return true;
   }
 
   override incomingStorePacket(client: Client, packet: AedesPacket): Promise<void> {
@@ -215,11 +298,10 @@ export class DurablePersistence extends MemoryPersistence {
   override incomingDelPacket(client: Client, packet: AedesPacket): Promise<void> {
     const memory = super.incomingDelPacket(client, packet);
     const id = client.id;
-    if (this.#durableClients.has(id)) {
-      const messageId = (packet as Packet).messageId;
-      this.#store.writer.writeLater(() => this.#sql.deleteIncoming.run(id, messageId));
-    }
-    return memory;
+    if (!this.#durableClients.has(id)) return memory;
+    // Before PUBCOMP: a stale entry surviving a crash would swallow the client's next message with this id.
+    const messageId = (packet as Packet).messageId;
+    return both(memory, this.#store.writer.write(() => this.#sql.deleteIncoming.run(id, messageId)));
   }
 
   override cleanIncoming(client: Client): Promise<void> {
@@ -271,7 +353,8 @@ function prepare(store: Store) {
     ),
     deleteSubscription: db.prepare('DELETE FROM broker_subscriptions WHERE client_id = ? AND topic = ?'),
     deleteSubscriptions: db.prepare('DELETE FROM broker_subscriptions WHERE client_id = ?'),
-    allOutgoing: db.prepare('SELECT client_id, message_id, topic, payload, meta FROM broker_outgoing ORDER BY seq'),
+    allOutgoing: db.prepare('SELECT seq, client_id, message_id, topic, payload, meta FROM broker_outgoing ORDER BY seq'),
+    deleteAllOutgoing: db.prepare('DELETE FROM broker_outgoing WHERE client_id = ?'),
     insertOutgoing: db.prepare(
       'INSERT INTO broker_outgoing (client_id, broker_id, broker_counter, message_id, topic, payload, meta) VALUES (?, ?, ?, NULL, ?, ?, ?)',
     ),
@@ -299,6 +382,5 @@ function prepare(store: Store) {
       'INSERT INTO broker_wills (client_id, topic, payload, meta) VALUES (?, ?, ?, ?) ON CONFLICT (client_id) DO UPDATE SET topic = excluded.topic, payload = excluded.payload, meta = excluded.meta',
     ),
     deleteWill: db.prepare('DELETE FROM broker_wills WHERE client_id = ?'),
-    clearWills: db.prepare('DELETE FROM broker_wills'),
   };
 }

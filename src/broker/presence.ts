@@ -21,6 +21,7 @@ export type DisconnectReason =
 
 interface Session {
   readonly sessionIdentifier: string;
+  readonly versionNumber: number;
   readonly principalIdentifier: string;
   readonly ipAddress: string;
   reason?: DisconnectReason;
@@ -31,8 +32,12 @@ export class Presence {
   #broker: Aedes | undefined;
   readonly #log: Logger;
   readonly #sessions = new WeakMap<Client, Session>();
-  /** AWS versionNumber: increases with each connection of a client id (per process run). */
-  readonly #versions = new Map<string, number>();
+  /**
+   * AWS versionNumber must increase with each connection of a client id. One counter for all ids does
+   * that without a map that grows with every id ever seen; seeding it from the clock keeps it
+   * increasing across restarts too.
+   */
+  #version = Date.now() * 1000;
 
   constructor(log: Logger) {
     this.#log = log;
@@ -44,7 +49,7 @@ export class Presence {
     // 'client' fires when aedes registers the session, just before CONNACK; unlike 'clientReady' it is
     // always before that client's 'clientDisconnect', even when the client is dropped at once.
     broker.on('client', (client) => this.#connected(client));
-    broker.on('clientDisconnect', (client) => this.#disconnected(client));
+    broker.on('clientDisconnect', (client) => void this.#disconnected(client));
     broker.on('keepaliveTimeout', (client) => this.markReason(client, 'MQTT_KEEP_ALIVE_TIMEOUT'));
     broker.on('clientError', (client, err) => {
       const code = (err as NodeJS.ErrnoException).code;
@@ -68,30 +73,43 @@ export class Presence {
     const conn = client.conn as { remoteAddress?: string };
     const session: Session = {
       sessionIdentifier: randomUUID(),
+      versionNumber: ++this.#version,
       principalIdentifier: principalOf(client)?.id ?? 'anonymous',
       ipAddress: (conn.remoteAddress ?? '').replace(/^::ffff:/, ''),
     };
     this.#sessions.set(client, session);
-    const versionNumber = (this.#versions.get(client.id) ?? -1) + 1;
-    this.#versions.set(client.id, versionNumber);
-    this.#publish('connected', client.id, {
+    void this.#publish('connected', client.id, {
       clientId: client.id,
       timestamp: Date.now(),
       eventType: 'connected',
       sessionIdentifier: session.sessionIdentifier,
       principalIdentifier: session.principalIdentifier,
       ipAddress: session.ipAddress,
-      versionNumber,
+      versionNumber: session.versionNumber,
     });
   }
 
-  #disconnected(client: Client): void {
+  /**
+   * Announces every connected client as disconnected by the server, before the broker closes (after
+   * that nothing can be published); resolves once the events are queued durably for their subscribers.
+   */
+  async announceShutdown(clients: readonly Client[]): Promise<void> {
+    await Promise.all(
+      clients.map((client) => {
+        this.markReason(client, 'SERVER_INITIATED_DISCONNECT');
+        return this.#disconnected(client);
+      }),
+    );
+  }
+
+  #disconnected(client: Client): Promise<void> {
     const session = this.#sessions.get(client);
-    if (!session) return; // never announced as connected (refused or failed before CONNACK)
+    if (!session) return Promise.resolve(); // never announced, or already announced at shutdown
     this.#sessions.delete(client);
+    // aedes sets _disconnected only when the client sent DISCONNECT; no public API exposes it.
     const graceful = (client as unknown as { _disconnected?: boolean })._disconnected === true;
     const reason = graceful ? 'CLIENT_INITIATED_DISCONNECT' : (session.reason ?? 'CONNECTION_LOST');
-    this.#publish('disconnected', client.id, {
+    return this.#publish('disconnected', client.id, {
       clientId: client.id,
       timestamp: Date.now(),
       eventType: 'disconnected',
@@ -100,19 +118,22 @@ export class Presence {
       clientInitiatedDisconnect: reason === 'CLIENT_INITIATED_DISCONNECT',
       disconnectReason: reason,
       ipAddress: session.ipAddress,
-      versionNumber: this.#versions.get(client.id) ?? 0,
+      versionNumber: session.versionNumber,
     });
   }
 
-  #publish(kind: 'connected' | 'disconnected', clientId: string, event: Record<string, unknown>): void {
+  #publish(kind: 'connected' | 'disconnected', clientId: string, event: Record<string, unknown>): Promise<void> {
     // AWS: client ids containing # or + get no lifecycle events (they cannot form a topic name).
-    if (/[#+]/.test(clientId)) return;
+    if (/[#+]/.test(clientId)) return Promise.resolve();
     const broker = this.#broker;
-    if (!broker || broker.closed) return;
+    if (!broker || broker.closed) return Promise.resolve();
     const topic = `$aws/events/presence/${kind}/${clientId}`;
     this.#log.debug({ topic }, 'presence event');
-    broker.publish({ cmd: 'publish', topic, payload: Buffer.from(JSON.stringify(event)), qos: 1, retain: false, dup: false }, (err) => {
-      if (err) this.#log.error({ err, topic, code: 'COORD_ERR_INTERNAL' }, 'presence event not published');
+    return new Promise((resolve) => {
+      broker.publish({ cmd: 'publish', topic, payload: Buffer.from(JSON.stringify(event)), qos: 1, retain: false, dup: false }, (err) => {
+        if (err) this.#log.error({ err, topic, code: 'COORD_ERR_INTERNAL' }, 'presence event not published');
+        resolve();
+      });
     });
   }
 }

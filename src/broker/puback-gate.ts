@@ -6,7 +6,8 @@
  * between the two loses a message the publisher was told is safe, which breaks "acknowledged means
  * durable" (DESIGN.md §2). aedes offers no option for this, so the gate intercepts the PUBACK where
  * aedes serialises it (mqtt-packet's writeToStream, the very module instance aedes loaded) and writes it
- * once aedes' `published` hook reports the pipeline done, i.e. after the durable writes committed.
+ * when the broker releases it: once the durable writes that message caused have committed (see
+ * ./broker.ts). It does not wait for delivery, so a slow subscriber never holds a publisher's PUBACK.
  *
  * Only connections accepted by our listeners and PUBACKs the gate was told to expect are held; every
  * other write passes through untouched. PUBACKs leave in the order their PUBLISHes arrived

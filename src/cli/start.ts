@@ -6,6 +6,8 @@ import { EXIT } from './common.js';
 
 /** Starts the coordinator and wires signals; resolves once it is serving. */
 export async function runStart(config: CoordinatorConfig): Promise<void> {
+  // Everything the service creates (database, WAL, admin socket) holds device data: owner only.
+  process.umask(0o077);
   const log: Logger = createLogger({ level: config.logLevel });
   const coordinator = await Coordinator.start(config, log);
 
@@ -18,6 +20,7 @@ export async function runStart(config: CoordinatorConfig): Promise<void> {
       log.error({ code: 'COORD_ERR_SHUTDOWN_TIMEOUT', timeoutMs: config.shutdownTimeoutMs }, 'graceful shutdown timed out; exiting');
       process.exit(EXIT.failure);
     }, config.shutdownTimeoutMs);
+    deadline.unref();
     coordinator.stop().then(
       () => {
         clearTimeout(deadline);

@@ -7,7 +7,7 @@ import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import type { z } from 'zod';
 import { CoordinatorError } from '../errors.js';
-import { configSchema, type CoordinatorConfig } from './schema.js';
+import { configSchema, SECRET_PATHS, type CoordinatorConfig } from './schema.js';
 import { allowedFor, allowedKeysAt } from './describe.js';
 
 /** Environment variable naming the config file, when --config is not given. */
@@ -87,11 +87,19 @@ function getPath(tree: unknown, path: readonly PropertyKey[]): unknown {
   return node;
 }
 
+/** Keys that would reach Object.prototype through plain assignment (JSON.parse keeps them as own keys). */
+const PROTO_KEYS = new Set(['__proto__', 'constructor', 'prototype']);
+
 /** Deep-merges `layer` into `target`, recording which source set each leaf. */
 function mergeLayer(target: Tree, layer: Tree, source: string, sources: Map<string, string>, prefix = ''): void {
   for (const [key, value] of Object.entries(layer)) {
     const path = prefix ? `${prefix}.${key}` : key;
-    if (isPlainObject(value) && isPlainObject(target[key])) {
+    if (PROTO_KEYS.has(key)) {
+      // Kept as an own data property, so validation reports it as an unknown key instead of the
+      // assignment polluting every object in the process.
+      Object.defineProperty(target, key, { value, enumerable: true, configurable: true, writable: true });
+      sources.set(path, source);
+    } else if (isPlainObject(value) && isPlainObject(target[key])) {
       mergeLayer(target[key], value, source, sources, path);
     } else {
       target[key] = isPlainObject(value) ? structuredClone(value) : value;
@@ -137,6 +145,14 @@ export function readConfigFile(file: string): Tree {
   return parsed;
 }
 
+const SECRET_KEY = /pass(word|phrase)?|secret|token|private/i;
+
+/** Never echo a secret into a terminal or a log: known secret paths, and keys that look like one (typos included). */
+function describeGiven(path: string, value: unknown): string {
+  if (value !== undefined && (SECRET_PATHS.includes(path) || SECRET_KEY.test(path.slice(path.lastIndexOf('.') + 1)))) return '****';
+  return describeValue(value);
+}
+
 function describeValue(value: unknown): string {
   if (value === undefined) return '(missing)';
   const json = JSON.stringify(value);
@@ -160,7 +176,7 @@ function toProblems(issues: readonly z.core.$ZodIssue[], raw: Tree, sources: Map
         problems.push({
           path,
           source: sourceOf(path, sources),
-          given: describeValue(getPath(raw, [...issue.path, key])),
+          given: describeGiven(path, getPath(raw, [...issue.path, key])),
           allowed: `known keys here: ${allowedKeysAt(issue.path).join(', ')}`,
           message: 'unknown key',
         });
@@ -171,7 +187,7 @@ function toProblems(issues: readonly z.core.$ZodIssue[], raw: Tree, sources: Map
     problems.push({
       path,
       source: sourceOf(path, sources),
-      given: describeValue(getPath(raw, issue.path)),
+      given: describeGiven(path, getPath(raw, issue.path)),
       allowed: allowedFor(issue),
       message: issue.message,
     });

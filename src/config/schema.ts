@@ -84,11 +84,13 @@ export const configSchema = z
         anonymous: z.enum(['loopback', 'never', 'always'], { error: 'is not an anonymous-access mode' }).default('loopback'),
         /** Longest accepted MQTT client id, in bytes; AWS IoT allows 128. */
         maxClientIdBytes: z.int().min(23, 'must be at least 23 ([MQTT-3.1.3-5])').max(65535).default(128),
-        /** Longest accepted keepalive in seconds; AWS IoT allows 1200. 0 accepts any. */
-        keepaliveLimitS: z.int().min(0).max(65535).default(1200),
+        /** Largest PUBLISH or will payload accepted, in bytes; AWS IoT allows 128 KB. */
+        maxPayloadBytes: z.int().min(1).max(268_435_455).default(131_072),
+        /** Most messages queued for one persistent session; more are dropped for that session and counted. */
+        maxQueuedPerSession: z.int().min(1).max(10_000_000).default(5000),
         /** How long a new TCP connection may take to send CONNECT. */
         connectTimeoutMs: z.int().min(100).max(600_000).default(30_000),
-        /** Messages queued in memory per online client before it is considered too slow. */
+        /** Packets a client may send before its CONNECT has been fully processed (aedes' queueLimit). */
         queueLimit: z.int().min(1).max(1_000_000).default(1000),
       })
       .strict()

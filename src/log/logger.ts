@@ -18,7 +18,13 @@ export interface LoggerOptions {
 export function createLogger(options: LoggerOptions): Logger {
   const usePretty = options.pretty ?? process.stdout.isTTY === true;
   const base = { level: options.level, base: { pid: process.pid }, timestamp: pino.stdTimeFunctions.isoTime };
-  if (!usePretty) return pino(base);
+  if (!usePretty) {
+    // Synchronous writes: nothing is buffered, so nothing has to be flushed at exit — pino's exit flush
+    // spins forever on EPIPE when the reader of stdout (`| tee`) died with the same Ctrl-C.
+    const destination = pino.destination({ dest: 1, sync: true });
+    destination.on('error', () => undefined); // a vanished reader must not take the service down
+    return pino(base, destination);
+  }
   // Loaded only for a terminal: a service under systemd never pays its memory. A synchronous stream in
   // this thread: no worker thread to start, no lines lost on exit.
   const pretty = createRequire(import.meta.url)('pino-pretty') as (options: PrettyOptions) => DestinationStream;

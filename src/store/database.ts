@@ -23,6 +23,15 @@ export interface StoreHealth {
   commit: GroupCommitStats;
 }
 
+/** Creates the data directory if needed, readable by the coordinator's user only (it holds payloads). */
+export function ensureDataDir(dataDir: string): void {
+  try {
+    mkdirSync(dataDir, { recursive: true, mode: 0o700 });
+  } catch (err) {
+    throw new CoordinatorError('COORD_ERR_DATA_DIR', `cannot create data directory ${dataDir}: ${(err as Error).message}`, { cause: err });
+  }
+}
+
 /** The open database and its group-commit writer. */
 export class Store {
   readonly db: Database;
@@ -38,11 +47,7 @@ export class Store {
 
   /** Opens (creating if needed) the database in `dataDir` and brings its schema up to date. */
   static open(dataDir: string, onWriteError: (err: Error) => void): Store {
-    try {
-      mkdirSync(dataDir, { recursive: true });
-    } catch (err) {
-      throw new CoordinatorError('COORD_ERR_DATA_DIR', `cannot create data directory ${dataDir}: ${(err as Error).message}`, { cause: err });
-    }
+    ensureDataDir(dataDir);
     const path = join(dataDir, DATABASE_FILE);
     let db: Database | undefined;
     try {
@@ -93,17 +98,16 @@ export class Store {
 }
 
 function migrate(db: Database): void {
-  const current = db.pragma('user_version', { simple: true }) as number;
-  if (current > MIGRATIONS.length) {
-    throw new CoordinatorError(
-      'COORD_ERR_STORE_OPEN',
-      `database schema version ${current} is newer than this coordinator knows (${MIGRATIONS.length}); upgrade the coordinator`,
-    );
-  }
-  for (let version = current; version < MIGRATIONS.length; version++) {
-    db.transaction(() => {
-      db.exec(MIGRATIONS[version]!);
-      db.pragma(`user_version = ${version + 1}`);
-    })();
-  }
+  // IMMEDIATE takes the write lock before reading the version: two processes cannot both migrate.
+  db.transaction(() => {
+    const current = db.pragma('user_version', { simple: true }) as number;
+    if (current > MIGRATIONS.length) {
+      throw new CoordinatorError(
+        'COORD_ERR_STORE_OPEN',
+        `database schema version ${current} is newer than this coordinator knows (${MIGRATIONS.length}); upgrade the coordinator`,
+      );
+    }
+    for (let version = current; version < MIGRATIONS.length; version++) db.exec(MIGRATIONS[version]!);
+    db.pragma(`user_version = ${MIGRATIONS.length}`);
+  }).immediate();
 }

@@ -15,5 +15,18 @@ const abstract = require('aedes-persistence/abstract.js');
 abstract({
   test,
   testAsync: true,
-  persistence: () => new DurablePersistence(Store.open(mkdtempSync(join(tmpdir(), 'coord-abs-')), (err) => { throw err; })),
+  persistence: () =>
+    new DurablePersistence(
+      Store.open(mkdtempSync(join(tmpdir(), 'coord-abs-')), (err) => {
+        throw err;
+      }),
+      {
+        maySubscribe: () => true,
+        maxQueuedPerSession: Number.MAX_SAFE_INTEGER,
+        onQueueFull: () => undefined,
+        onRestoreError: (what, err) => {
+          throw new Error(`restore failed: ${what}`, { cause: err });
+        },
+      },
+    ),
 });

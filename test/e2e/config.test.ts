@@ -84,6 +84,18 @@ const cases: BadCase[] = [
     expect: ['must contain a JSON object at the top level'],
   },
   {
+    name: 'secrets are never echoed, even under a misspelt key',
+    file: { listeners: { mqtts: { passphrase: 12345, passphrse: 'hunter2' } } },
+    code: 'COORD_ERR_CONFIG_INVALID',
+    expect: ['listeners.mqtts.passphrase', 'listeners.mqtts.passphrse', 'got ****'],
+  },
+  {
+    name: '__proto__ in the file is an unknown key, not prototype pollution',
+    file: '{ "__proto__": { "polluted": true } }',
+    code: 'COORD_ERR_CONFIG_INVALID',
+    expect: ['__proto__ (from file', 'unknown key'],
+  },
+  {
     name: 'file is not JSON',
     file: '{ "logLevel": "info", }',
     code: 'COORD_ERR_CONFIG_FILE_PARSE',
@@ -132,6 +144,8 @@ describe('bad configuration is refused before anything starts', () => {
       expect(r.code).toBe(78);
       expect(r.stderr).toContain(c.code);
       for (const fragment of c.expect) expect(r.stderr).toContain(fragment);
+      expect(r.stderr).not.toContain('hunter2');
+      expect(r.stderr).not.toContain('12345');
       // Nothing started: no listener line, no data directory, no database.
       expect(r.stdout).not.toContain('listener on');
       expect(existsSync(dataDir)).toBe(false);
@@ -188,7 +202,14 @@ describe('coordinator config', () => {
     expect(printed.listeners.mqtts.passphrase).toBe('****');
     expect(r.stdout).not.toContain('hunter2');
     expect(printed.dataDir).toBe(dir);
-    expect(printed.broker).toEqual({ anonymous: 'loopback', maxClientIdBytes: 128, keepaliveLimitS: 1200, connectTimeoutMs: 30000, queueLimit: 1000 });
+    expect(printed.broker).toEqual({
+      anonymous: 'loopback',
+      maxClientIdBytes: 128,
+      maxPayloadBytes: 131072,
+      maxQueuedPerSession: 5000,
+      connectTimeoutMs: 30000,
+      queueLimit: 1000,
+    });
   });
 
   it('an unknown command or flag is a usage error (exit 64)', async () => {

@@ -175,3 +175,49 @@ describe('TLS listener', () => {
     await expect(startCoordinator({ args: ['--config', config] })).rejects.toThrow(/COORD_ERR_BROKER_TLS/);
   });
 });
+
+describe('limits and wills', () => {
+  it('accepts keepalive 0 (no keepalive), which MQTT 3.1.1 allows', async () => {
+    const c = await startCoordinator();
+    const client = await connect(c.url, { keepalive: 0 });
+    expect(client.connack.returnCode).toBe(0);
+    await c.stop();
+  });
+
+  it('refuses a CONNECT whose will is on a reserved topic or not a valid topic name (0x05)', async () => {
+    const c = await startCoordinator();
+    for (const topic of ['$aws/events/presence/connected/thermostat-1', '$aws/things/x/shadow/update/accepted', 'a/+/c']) {
+      const connectWithWill = mqttPacket.generate({
+        cmd: 'connect',
+        protocolId: 'MQTT',
+        protocolVersion: 4,
+        clientId: 'forger',
+        clean: true,
+        keepalive: 30,
+        will: { topic, payload: Buffer.from('{}'), qos: 1, retain: false },
+      });
+      const { packets, closed } = await rawExchange(c.port, connectWithWill);
+      expect(packets[0], topic).toMatchObject({ cmd: 'connack', returnCode: 5 });
+      expect(closed).toBe(true);
+    }
+    await c.stop();
+  });
+
+  it('disconnects a client publishing over broker.maxPayloadBytes and stores nothing of it', async () => {
+    const c = await startCoordinator({ env: { COORDINATOR_BROKER__MAX_PAYLOAD_BYTES: '1024' } });
+    const big = await connect(c.url, { clientId: 'big-sender' });
+    const closed = new Promise<void>((r) => big.once('close', () => r()));
+    big.publish('blobs/one', Buffer.alloc(1025, 1), { qos: 1, retain: true });
+    await closed;
+    await c.waitForLog((l) => l.code === 'COORD_ERR_MQTT_PAYLOAD_TOO_LARGE');
+    const ok = await connect(c.url);
+    const box = inbox(ok);
+    await ok.publishAsync('blobs/two', Buffer.alloc(1024, 2), { qos: 1, retain: true });
+    await ok.subscribeAsync('blobs/#', { qos: 1 });
+    await box.next((t) => t === 'blobs/two');
+    await new Promise((r) => setTimeout(r, 200));
+    expect(box.messages.map((m) => m.topic)).toEqual(['blobs/two']);
+    await c.stop();
+  });
+
+});

@@ -14,7 +14,7 @@ function client(listener: { loopback: boolean; tls?: boolean }, id = 'dev-1'): C
 }
 
 function authenticate(mode: 'loopback' | 'never' | 'always', c: Client, username?: string): Promise<{ err: AuthenticateError | null; ok: boolean | null }> {
-  const auth = createAuthorizer({ anonymous: mode, maxClientIdBytes: 128, log });
+  const auth = createAuthorizer({ anonymous: mode, maxClientIdBytes: 128, maxPayloadBytes: 131072, log });
   return new Promise((resolve) => {
     auth.preConnect(c, { cmd: 'connect', clientId: c.id, clean: true, protocolId: 'MQTT', protocolVersion: 4, keepalive: 30 } as never, () => {
       auth.authenticate(c, username, undefined, (err, ok) => resolve({ err, ok }));

@@ -13,6 +13,13 @@ import { DurablePersistence } from '../../src/broker/persistence.js';
 import { Store } from '../../src/store/database.js';
 
 const fakeBroker = { id: 'broker-a', counter: 0 } as unknown as Aedes;
+const restoreErrors: string[] = [];
+const options = {
+  maySubscribe: (_c: Client, topic: string) => !topic.startsWith('$SYS'),
+  maxQueuedPerSession: 1000,
+  onQueueFull: () => undefined,
+  onRestoreError: (what: string) => void restoreErrors.push(what),
+};
 const persistent = (id: string): Client => ({ id, clean: false }) as Client;
 
 /** The fields of a stored PUBLISH the assertions look at. */
@@ -39,14 +46,15 @@ describe('DurablePersistence', () => {
   it('restores retained messages, subscriptions, queues with packet ids, inbound QoS 2 and orphaned wills', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'coord-restore-'));
     const store = Store.open(dir, () => undefined);
-    const p = new DurablePersistence(store);
+    const p = new DurablePersistence(store, options);
     await p.setup(fakeBroker);
 
     await p.storeRetained(packet('cfg/a', 'A', 1, { retain: true, qos: 0 }));
     await p.storeRetained(packet('cfg/b', 'B', 2, { retain: true, qos: 0 }));
     await p.storeRetained(packet('cfg/b', '', 3, { retain: true, qos: 0 })); // empty payload clears it
     const relay = persistent('relay');
-    await p.addSubscriptions(relay, [{ topic: 'cmd/#', qos: 1 }, { topic: 'x/y', qos: 0 }] as never);
+    // aedes hands over every filter of the SUBSCRIBE, refused ones included ($SYS/# here).
+    await p.addSubscriptions(relay, [{ topic: 'cmd/#', qos: 1 }, { topic: 'x/y', qos: 0 }, { topic: '$SYS/#', qos: 1 }] as never);
     await p.removeSubscriptions(relay, ['x/y']);
     await p.outgoingEnqueueCombi([{ clientId: 'relay' }], packet('cmd/1', 'one', 10));
     await p.outgoingEnqueueCombi([{ clientId: 'relay' }], packet('cmd/2', 'two', 11));
@@ -55,28 +63,59 @@ describe('DurablePersistence', () => {
     await p.outgoingUpdate(relay, { ...packet('cmd/1', 'one', 10), messageId: 41 });
     await p.outgoingUpdate(relay, { ...packet('cmd/2', 'two', 11), messageId: 42 });
     await p.outgoingClearMessageId(relay, { cmd: 'puback', messageId: 41 } as never);
+    // A QoS 2 delivery half done: PUBREC received, PUBREL sent, PUBCOMP outstanding.
+    await p.outgoingEnqueueCombi([{ clientId: 'relay' }], { ...packet('cmd/q2', 'two-phase', 13), qos: 2 } as AedesPacket);
+    await p.outgoingUpdate(relay, { ...packet('cmd/q2', 'two-phase', 13), qos: 2, messageId: 43 } as AedesPacket);
+    await p.outgoingUpdate(relay, { cmd: 'pubrel', messageId: 43 } as unknown as AedesPacket);
     await p.incomingStorePacket(relay, { ...packet('up/q2', 'q2', 20), qos: 2, messageId: 7 } as AedesPacket);
+    await p.incomingStorePacket(relay, { ...packet('up/q2', 'done', 21), qos: 2, messageId: 8 } as AedesPacket);
+    await p.incomingDelPacket(relay, { messageId: 8 } as AedesPacket);
     await p.putWill(relay, { ...packet('status/relay', 'offline', 30), qos: 1 } as AedesPacket);
     store.writer.flush();
     store.close();
 
     const store2 = Store.open(dir, () => undefined);
-    const q = new DurablePersistence(store2);
+    const q = new DurablePersistence(store2, options);
     await q.setup({ id: 'broker-b', counter: 0 } as unknown as Aedes);
 
     const retained = await drain(q.createRetainedStreamCombi(['cfg/#']) as AsyncIterable<Stored>);
     expect(retained.map((r) => [r.topic, r.payload.toString()])).toEqual([['cfg/a', 'A']]);
     expect(await q.subscriptionsByClient(relay)).toEqual([{ topic: 'cmd/#', qos: 1 }]);
     expect((await q.subscriptionsByTopic('cmd/9')).map((s) => s.clientId)).toEqual(['relay']);
-    const queued = await drain(q.outgoingStream(relay) as AsyncIterable<Stored>);
-    expect(queued.map((m) => [m.topic, m.payload.toString(), m.messageId])).toEqual([
-      ['cmd/2', 'two', 42], // keeps its packet id: the client may have seen it [MQTT-4.4.0-1]
-      ['cmd/3', 'three', undefined],
+    const queued = await drain(q.outgoingStream(relay) as AsyncIterable<Stored & { cmd: string }>);
+    expect(queued.map((m) => [m.cmd, m.topic, m.messageId])).toEqual([
+      ['publish', 'cmd/2', 42], // keeps its packet id: the client may have seen it [MQTT-4.4.0-1]
+      ['publish', 'cmd/3', undefined],
+      ['pubrel', '', 43], // the QoS 2 flow resumes where it was
     ]);
+    expect(restoreErrors).toEqual([]);
     expect(((await q.incomingGetPacket(relay, { messageId: 7 } as AedesPacket)) as Stored).topic).toBe('up/q2');
+    await expect(q.incomingGetPacket(relay, { messageId: 8 } as AedesPacket)).rejects.toThrow();
     const wills = q.takeOrphanedWills();
     expect(wills.map((w) => [w.clientId, w.packet.topic, (w.packet as unknown as Stored).payload.toString()])).toEqual([['relay', 'status/relay', 'offline']]);
     expect(q.takeOrphanedWills()).toEqual([]);
     store2.close();
+  });
+
+  it('bounds the queue of a persistent session: the overflow is dropped for that session and counted', async () => {
+    const store = Store.open(mkdtempSync(join(tmpdir(), 'coord-queue-')), () => undefined);
+    const full: string[] = [];
+    const p = new DurablePersistence(store, { ...options, maxQueuedPerSession: 2, onQueueFull: (id, topic) => void full.push(`${id} ${topic}`) });
+    await p.setup(fakeBroker);
+    const sleepy = persistent('sleepy');
+    await p.addSubscriptions(sleepy, [{ topic: 'news/#', qos: 1 }] as never);
+    const awake = persistent('awake');
+    await p.addSubscriptions(awake, [{ topic: 'news/#', qos: 1 }] as never);
+    for (let i = 1; i <= 3; i++) await p.outgoingEnqueueCombi([{ clientId: 'sleepy' }, { clientId: 'awake' }], packet(`news/${i}`, `n${i}`, i));
+    // awake drains one message in between; sleepy does not.
+    const first = await drain(p.outgoingStream(awake) as AsyncIterable<Stored>);
+    expect(first.map((m) => m.topic)).toEqual(['news/1', 'news/2']);
+    expect(full).toEqual(['sleepy news/3', 'awake news/3']);
+    expect(p.droppedMessages).toBe(2);
+    await p.outgoingUpdate(awake, { ...packet('news/1', 'n1', 1), messageId: 1 });
+    await p.outgoingClearMessageId(awake, { cmd: 'puback', messageId: 1 } as never);
+    await p.outgoingEnqueueCombi([{ clientId: 'awake' }], packet('news/4', 'n4', 4));
+    expect((await drain(p.outgoingStream(awake) as AsyncIterable<Stored>)).map((m) => m.topic)).toEqual(['news/2', 'news/4']);
+    store.close();
   });
 });
