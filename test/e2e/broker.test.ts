@@ -100,6 +100,7 @@ describe('coordinator status', () => {
       thingName: 'gw-status',
       listeners: [{ name: 'mqtt', port: c.port, anonymous: true }],
       clients: { connected: 1, ids: ['thermostat-7'] },
+      droppedMessages: 0,
       store: { ok: true, schemaVersion: 1 },
     });
     expect(typeof status.uptimeSeconds).toBe('number');
