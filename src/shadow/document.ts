@@ -1,0 +1,241 @@
+/**
+ * The AWS IoT Device Shadow document rules, as pure functions: partial updates, `null` deletions,
+ * per-leaf metadata, versions, delta and the response documents. Both faces of the shadow service (MQTT
+ * and in-process) apply updates through `applyUpdate`, so they cannot disagree.
+ *
+ * Reference: docs.aws.amazon.com/iot/latest/developerguide/device-shadow-document.html and
+ * device-shadow-data-flow.html. Deliberate choices where AWS is silent are listed in docs/shadows.md.
+ */
+
+/** A JSON value. */
+export type Json = null | boolean | number | string | Json[] | JsonObject;
+/** A JSON object. */
+export interface JsonObject {
+  [key: string]: Json;
+}
+
+/** Metadata mirrors state: `{timestamp}` at each leaf, an array of them for an array value. */
+export type Metadata = { timestamp: number } | Metadata[] | { [key: string]: Metadata };
+/** Metadata of an object node. */
+export type MetadataObject = { [key: string]: Metadata };
+
+/** The two writable sections of a shadow. */
+export type Section = 'desired' | 'reported';
+
+/** A stored shadow document. */
+export interface ShadowDocument {
+  state: { desired?: JsonObject; reported?: JsonObject };
+  metadata: { desired?: MetadataObject; reported?: MetadataObject };
+  /** +1 on every accepted update; continues across a delete. */
+  version: number;
+  /** Epoch seconds of the last change. */
+  timestamp: number;
+}
+
+/** A validated update request (see ./request.ts). */
+export interface UpdateRequest {
+  state: { desired?: JsonObject | null; reported?: JsonObject | null };
+  version?: number;
+  clientToken?: string;
+}
+
+/** Everything an accepted update produces. */
+export interface UpdateResult {
+  document: ShadowDocument;
+  /** Payload of /update/accepted: the request's state and its metadata. */
+  accepted: Record<string, unknown>;
+  /** Payload of /update/delta, when the update touched desired and desired differs from reported. */
+  delta?: Record<string, unknown>;
+  /** Payload of /update/documents. */
+  documents: Record<string, unknown>;
+}
+
+/** A rule of the protocol was broken; `code` and `message` are AWS's. */
+export class ShadowRequestError extends Error {
+  constructor(
+    readonly code: number,
+    message: string,
+  ) {
+    super(message);
+    this.name = 'ShadowRequestError';
+  }
+}
+
+/** True for a JSON object (not an array, not null). */
+export function isJsonObject(value: unknown): value is JsonObject {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
+}
+
+function leafMetadata(value: Json, timestamp: number): Metadata {
+  // AWS: an array's metadata is an array with one {timestamp} per element.
+  if (Array.isArray(value)) return value.map((v) => leafMetadata(v, timestamp));
+  if (isJsonObject(value)) return metadataFor(value, timestamp);
+  return { timestamp };
+}
+
+/** Metadata for every leaf of `value`, all stamped `timestamp`. */
+export function metadataFor(value: JsonObject, timestamp: number): MetadataObject {
+  const meta: MetadataObject = {};
+  for (const [key, v] of Object.entries(value)) meta[key] = v === null ? { timestamp } : leafMetadata(v, timestamp);
+  return meta;
+}
+
+/**
+ * Merges `patch` into `target` (both modified in place with their metadata): objects merge key by key,
+ * `null` deletes a key, anything else — arrays included — replaces the value whole. An object left
+ * without keys is removed, as AWS drops empty nodes.
+ */
+function mergeInto(target: JsonObject, meta: MetadataObject, patch: JsonObject, timestamp: number): void {
+  for (const [key, value] of Object.entries(patch)) {
+    if (value === null) {
+      delete target[key];
+      delete meta[key];
+    } else if (isJsonObject(value)) {
+      const child = isJsonObject(target[key]) ? target[key] : {};
+      const existingMeta = meta[key];
+      const childMeta: MetadataObject =
+        isJsonObject(target[key]) && typeof existingMeta === 'object' && !Array.isArray(existingMeta) && !('timestamp' in existingMeta)
+          ? (existingMeta)
+          : {};
+      mergeInto(child, childMeta, value, timestamp);
+      if (Object.keys(child).length === 0) {
+        delete target[key];
+        delete meta[key];
+      } else {
+        target[key] = child;
+        meta[key] = childMeta;
+      }
+    } else {
+      target[key] = structuredClone(value);
+      meta[key] = leafMetadata(value, timestamp);
+    }
+  }
+}
+
+/** Deep equality of JSON values (arrays by position, objects by key set). */
+export function jsonEqual(a: Json | undefined, b: Json | undefined): boolean {
+  if (a === b) return true;
+  if (Array.isArray(a) || Array.isArray(b)) {
+    return Array.isArray(a) && Array.isArray(b) && a.length === b.length && a.every((x, i) => jsonEqual(x, b[i]));
+  }
+  if (isJsonObject(a) && isJsonObject(b)) {
+    const keys = Object.keys(a);
+    return keys.length === Object.keys(b).length && keys.every((k) => k in b && jsonEqual(a[k], b[k]));
+  }
+  return false;
+}
+
+/**
+ * The delta: every desired value that differs from reported, nested objects compared key by key with
+ * their full path kept, arrays compared and copied whole. Undefined when there is no difference.
+ */
+export function computeDelta(desired: JsonObject | undefined, reported: JsonObject | undefined): JsonObject | undefined {
+  if (!desired) return undefined;
+  const delta: JsonObject = {};
+  for (const [key, want] of Object.entries(desired)) {
+    const have = reported?.[key];
+    if (isJsonObject(want) && isJsonObject(have)) {
+      const inner = computeDelta(want, have);
+      if (inner) delta[key] = inner;
+    } else if (!jsonEqual(want, have)) {
+      delta[key] = structuredClone(want);
+    }
+  }
+  return Object.keys(delta).length > 0 ? delta : undefined;
+}
+
+/** The metadata of the delta's keys, taken from the desired section's metadata. */
+export function deltaMetadata(delta: JsonObject, desiredMeta: MetadataObject | undefined): MetadataObject {
+  const meta: MetadataObject = {};
+  for (const [key, value] of Object.entries(delta)) {
+    const m = desiredMeta?.[key];
+    if (m === undefined) continue;
+    meta[key] = isJsonObject(value) && typeof m === 'object' && !Array.isArray(m) && !('timestamp' in m) ? deltaMetadata(value, m) : m;
+  }
+  return meta;
+}
+
+function snapshot(doc: ShadowDocument): Record<string, unknown> {
+  return { state: structuredClone(doc.state), metadata: structuredClone(doc.metadata), version: doc.version };
+}
+
+function withToken(payload: Record<string, unknown>, clientToken: string | undefined): Record<string, unknown> {
+  return clientToken === undefined ? payload : { ...payload, clientToken };
+}
+
+/**
+ * Applies a validated update. `current` is the stored document (undefined when the shadow does not
+ * exist); `lastVersion` is the version it had, or had when it was deleted (0 if it never existed), so
+ * versions continue across a delete. Throws ShadowRequestError 409 on a version mismatch.
+ */
+export function applyUpdate(current: ShadowDocument | undefined, lastVersion: number, request: UpdateRequest, now: number): UpdateResult {
+  const currentVersion = current?.version ?? lastVersion;
+  // AWS shadow: 409 "Version conflict" when the request names a version other than the current one.
+  if (request.version !== undefined && request.version !== currentVersion) throw new ShadowRequestError(409, 'Version conflict');
+
+  const document: ShadowDocument = current
+    ? { state: structuredClone(current.state), metadata: structuredClone(current.metadata), version: currentVersion + 1, timestamp: now }
+    : { state: {}, metadata: {}, version: currentVersion + 1, timestamp: now };
+
+  const acceptedMeta: Record<string, unknown> = {};
+  for (const section of ['desired', 'reported'] as const) {
+    const patch = request.state[section];
+    if (patch === undefined) continue;
+    if (patch === null) {
+      // `desired: null` / `reported: null` removes the whole section.
+      delete document.state[section];
+      delete document.metadata[section];
+      acceptedMeta[section] = { timestamp: now };
+      continue;
+    }
+    const target = document.state[section] ?? {};
+    const meta = document.metadata[section] ?? {};
+    mergeInto(target, meta, patch, now);
+    if (Object.keys(target).length === 0) {
+      delete document.state[section];
+      delete document.metadata[section];
+    } else {
+      document.state[section] = target;
+      document.metadata[section] = meta;
+    }
+    acceptedMeta[section] = metadataFor(patch, now);
+  }
+
+  const accepted = withToken(
+    { state: structuredClone(request.state), metadata: acceptedMeta, version: document.version, timestamp: now },
+    request.clientToken,
+  );
+  const documents = withToken(
+    { ...(current ? { previous: snapshot(current) } : {}), current: snapshot(document), timestamp: now },
+    request.clientToken,
+  );
+  const result: UpdateResult = { document, accepted, documents };
+
+  const delta = request.state.desired ? computeDelta(document.state.desired, document.state.reported) : undefined;
+  if (delta) {
+    result.delta = withToken(
+      { state: delta, metadata: deltaMetadata(delta, document.metadata.desired), version: document.version, timestamp: now },
+      request.clientToken,
+    );
+  }
+  return result;
+}
+
+/** Payload of /get/accepted: desired, reported and delta with their metadata. */
+export function getResponse(doc: ShadowDocument, now: number, clientToken?: string): Record<string, unknown> {
+  const delta = computeDelta(doc.state.desired, doc.state.reported);
+  return withToken(
+    {
+      state: { ...structuredClone(doc.state), ...(delta ? { delta } : {}) },
+      metadata: structuredClone(doc.metadata),
+      version: doc.version,
+      timestamp: now,
+    },
+    clientToken,
+  );
+}
+
+/** Payload of /delete/accepted. */
+export function deleteResponse(version: number, now: number, clientToken?: string): Record<string, unknown> {
+  return withToken({ version, timestamp: now }, clientToken);
+}
