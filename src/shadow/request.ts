@@ -2,7 +2,7 @@
  * Validation of shadow requests with AWS's codes and messages (device-shadow-error-messages.html): every
  * request is checked completely before anything is stored, so bad input changes no state.
  */
-import { isJsonObject, ShadowRequestError, type Json, type JsonObject, type UpdateRequest } from './document.js';
+import { isJsonObject, ShadowRequestError, type Json, type UpdateRequest } from './document.js';
 
 /** Limits of the shadow service (AWS IoT's defaults). */
 export interface ShadowLimits {
