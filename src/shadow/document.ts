@@ -55,8 +55,9 @@ export class ShadowRequestError extends Error {
   constructor(
     readonly code: number,
     message: string,
+    options?: ErrorOptions,
   ) {
-    super(message);
+    super(message, options);
     this.name = 'ShadowRequestError';
   }
 }

@@ -46,4 +46,14 @@ export const MIGRATIONS: readonly string[] = [
     meta      TEXT NOT NULL
   ) WITHOUT ROWID;
   `,
+  // 2: device shadows. A deleted shadow keeps its row with document NULL so its version continues.
+  `
+  CREATE TABLE shadows (
+    thing    TEXT NOT NULL,
+    name     TEXT NOT NULL,
+    document TEXT,
+    version  INTEGER NOT NULL,
+    PRIMARY KEY (thing, name)
+  ) WITHOUT ROWID;
+  `,
 ];

@@ -1,0 +1,201 @@
+/**
+ * The shadow service's in-process face: get / update / delete / watch, with the same rules and errors
+ * as the MQTT face (which is a thin adapter over this). Documents live in memory for reads and in the
+ * `shadows` table for durability; an update resolves only after its row is committed.
+ *
+ * Updates to one shadow are applied in arrival order and pipelined: each is computed on top of the one
+ * before it (committed or not) and they share group commits, so a hot shadow is not limited to one fsync
+ * per update. A row is written only over the version it was computed from, so if one write fails, the
+ * ones stacked on it fail too instead of committing its changes behind its back.
+ */
+import { EventEmitter } from 'node:events';
+import type { Statement } from 'better-sqlite3';
+import type { Store } from '../store/database.js';
+import {
+  applyUpdate,
+  deleteResponse,
+  getResponse,
+  ShadowRequestError,
+  type ShadowDocument,
+  type UpdateRequest,
+  type UpdateResult,
+} from './document.js';
+import { checkNames } from './request.js';
+
+/** Identifies a shadow: the classic shadow of a thing has no name. */
+export interface ShadowId {
+  readonly thing: string;
+  readonly name?: string | undefined;
+}
+
+/** Events a watcher receives. */
+export interface ShadowEvents {
+  delta: [id: ShadowId, payload: Record<string, unknown>];
+  documents: [id: ShadowId, payload: Record<string, unknown>];
+  deleted: [id: ShadowId, payload: Record<string, unknown>];
+}
+
+/** Options of the shadow service. */
+export interface ShadowServiceOptions {
+  /** Most updates/deletes of one shadow waiting for their commit; more are refused with 429. */
+  readonly maxInFlightPerShadow: number;
+  /** Epoch seconds; injectable for tests. */
+  readonly now?: () => number;
+}
+
+interface Entry {
+  /** What the next request sees: the newest accepted state, committed or not (undefined = no shadow). */
+  pending: ShadowDocument | undefined;
+  pendingVersion: number;
+  /** What is on disk. */
+  durable: ShadowDocument | undefined;
+  durableVersion: number;
+  inFlight: number;
+}
+
+const key = (id: ShadowId): string => `${id.thing}\u0000${id.name ?? ''}`;
+
+function notFound(id: ShadowId): ShadowRequestError {
+  // AWS shadow: 404 "No shadow exists with name: <name>" (the thing name for a classic shadow).
+  return new ShadowRequestError(404, `No shadow exists with name: '${id.name ?? id.thing}'`);
+}
+
+/** The in-process shadow service. */
+export class ShadowService extends EventEmitter<ShadowEvents> {
+  readonly #store: Store;
+  readonly #options: ShadowServiceOptions;
+  readonly #entries = new Map<string, Entry>();
+  readonly #sql: { all: Statement; write: Statement; insert: Statement };
+  readonly #now: () => number;
+
+  constructor(store: Store, options: ShadowServiceOptions) {
+    super();
+    this.#store = store;
+    this.#options = options;
+    this.#now = options.now ?? (() => Math.floor(Date.now() / 1000));
+    const db = store.db;
+    this.#sql = {
+      all: db.prepare('SELECT thing, name, document, version FROM shadows'),
+      // Only over the version this write was computed from: see the header comment.
+      write: db.prepare('UPDATE shadows SET document = ?, version = ? WHERE thing = ? AND name = ? AND version = ?'),
+      insert: db.prepare('INSERT INTO shadows (thing, name, document, version) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING'),
+    };
+    for (const row of this.#sql.all.all() as { thing: string; name: string; document: string | null; version: number }[]) {
+      const doc = row.document === null ? undefined : (JSON.parse(row.document) as ShadowDocument);
+      this.#entries.set(key({ thing: row.thing, name: row.name || undefined }), {
+        pending: doc,
+        pendingVersion: row.version,
+        durable: doc,
+        durableVersion: row.version,
+        inFlight: 0,
+      });
+    }
+  }
+
+  /** Number of shadows that exist (deleted ones excluded). */
+  get size(): number {
+    let n = 0;
+    for (const e of this.#entries.values()) if (e.durable) n++;
+    return n;
+  }
+
+  /** Ids of the shadows that exist, optionally of one thing. */
+  list(thing?: string): ShadowId[] {
+    const ids: ShadowId[] = [];
+    for (const [k, e] of this.#entries) {
+      if (!e.durable) continue;
+      const [t, n] = k.split('\u0000') as [string, string];
+      if (thing === undefined || t === thing) ids.push(n ? { thing: t, name: n } : { thing: t });
+    }
+    return ids;
+  }
+
+  /** The committed document (what survives a crash), or undefined. */
+  document(id: ShadowId): ShadowDocument | undefined {
+    return structuredClone(this.#entries.get(key(id))?.durable);
+  }
+
+  /** Payload of /get/accepted; throws 404 when the shadow does not exist. */
+  get(id: ShadowId, clientToken?: string): Record<string, unknown> {
+    checkNames(id.thing, id.name);
+    const doc = this.#entries.get(key(id))?.durable;
+    if (!doc) throw notFound(id);
+    return getResponse(doc, this.#now(), clientToken);
+  }
+
+  /** Applies a validated update; resolves once it is durable, with everything to publish. */
+  update(id: ShadowId, request: UpdateRequest): Promise<UpdateResult> {
+    checkNames(id.thing, id.name);
+    const entry = this.#entry(id);
+    this.#admit(entry);
+    const result = applyUpdate(entry.pending, entry.pendingVersion, request, this.#now());
+    const from = entry.pendingVersion;
+    entry.pending = result.document;
+    entry.pendingVersion = result.document.version;
+    return this.#persist(id, entry, from, result.document).then(() => {
+      if (result.delta) this.emit('delta', id, result.delta);
+      this.emit('documents', id, result.documents);
+      return result;
+    });
+  }
+
+  /** Deletes a shadow; its version carries on if it is created again. Throws 404 if it does not exist. */
+  delete(id: ShadowId, clientToken?: string): Promise<Record<string, unknown>> {
+    checkNames(id.thing, id.name);
+    const entry = this.#entries.get(key(id));
+    if (!entry?.pending) return Promise.reject(notFound(id));
+    this.#admit(entry);
+    const from = entry.pendingVersion;
+    entry.pending = undefined;
+    const payload = deleteResponse(from, this.#now(), clientToken);
+    return this.#persist(id, entry, from, undefined).then(() => {
+      this.emit('deleted', id, payload);
+      return payload;
+    });
+  }
+
+  #entry(id: ShadowId): Entry {
+    const k = key(id);
+    let entry = this.#entries.get(k);
+    if (!entry) {
+      entry = { pending: undefined, pendingVersion: 0, durable: undefined, durableVersion: 0, inFlight: 0 };
+      this.#entries.set(k, entry);
+    }
+    return entry;
+  }
+
+  #admit(entry: Entry): void {
+    // AWS shadow: 429 when too many requests are in flight.
+    if (entry.inFlight >= this.#options.maxInFlightPerShadow) throw new ShadowRequestError(429, 'Too many requests');
+    entry.inFlight++;
+  }
+
+  #persist(id: ShadowId, entry: Entry, fromVersion: number, doc: ShadowDocument | undefined): Promise<void> {
+    const version = doc?.version ?? fromVersion;
+    const json = doc ? JSON.stringify(doc) : null;
+    const name = id.name ?? '';
+    return this.#store.writer
+      .write(() => {
+        const changed = this.#sql.write.run(json, version, id.thing, name, fromVersion).changes;
+        if (changed === 1) return;
+        if (fromVersion === 0 && this.#sql.insert.run(id.thing, name, json, version).changes === 1) return;
+        throw new Error(`shadow ${id.thing}/${name} is not at version ${fromVersion} on disk: an earlier write failed`);
+      })
+      .then(
+        () => {
+          entry.inFlight--;
+          if (version >= entry.durableVersion) {
+            entry.durable = doc;
+            entry.durableVersion = version;
+          }
+        },
+        (err: unknown) => {
+          entry.inFlight--;
+          // Back to what is on disk: requests computed on the failed one fail with it (see above).
+          entry.pending = entry.durable;
+          entry.pendingVersion = entry.durableVersion;
+          throw new ShadowRequestError(500, 'Internal service failure', { cause: err });
+        },
+      );
+  }
+}
