@@ -8,6 +8,8 @@ import type { Logger } from './log/logger.js';
 import { startAdminServer, type AdminRoutes, type AdminServer } from './admin/server.js';
 import { adminSocketPath } from './admin/socket.js';
 import { startBroker, type Broker } from './broker/broker.js';
+import { attachShadowMqtt } from './shadow/mqtt.js';
+import { ShadowService } from './shadow/service.js';
 import { ensureDataDir, Store, type StoreHealth } from './store/database.js';
 import { VERSION } from './version.js';
 
@@ -43,16 +45,25 @@ export class Coordinator {
   readonly log: Logger;
   readonly store: Store;
   readonly broker: Broker;
+  /** The shadow service's in-process face (tasks, deployments and the cloud link use this). */
+  readonly shadows: ShadowService;
+  readonly #detachShadowMqtt: () => Promise<void>;
   readonly #admin: AdminServer;
   readonly #startedAt = new Date();
   #stopping: Promise<void> | undefined;
 
-  private constructor(config: CoordinatorConfig, log: Logger, store: Store, broker: Broker, admin: AdminServer) {
+  private constructor(
+    config: CoordinatorConfig,
+    log: Logger,
+    parts: { store: Store; broker: Broker; shadows: ShadowService; detachShadowMqtt: () => Promise<void>; admin: AdminServer },
+  ) {
     this.config = config;
     this.log = log;
-    this.store = store;
-    this.broker = broker;
-    this.#admin = admin;
+    this.store = parts.store;
+    this.broker = parts.broker;
+    this.shadows = parts.shadows;
+    this.#detachShadowMqtt = parts.detachShadowMqtt;
+    this.#admin = parts.admin;
   }
 
   /** Starts every component; on failure, stops what had started and rethrows. */
@@ -67,7 +78,9 @@ export class Coordinator {
     try {
       store = Store.open(config.dataDir, (err) => log.error({ err, code: 'COORD_ERR_STORE_WRITE' }, 'background durable write failed'));
       broker = await startBroker(config, store, log);
-      const coordinator: Coordinator = new Coordinator(config, log, store, broker, admin);
+      const shadows = new ShadowService(store, { maxInFlightPerShadow: config.shadows.maxInFlightPerShadow });
+      const detachShadowMqtt = await attachShadowMqtt(broker.aedes, shadows, { maxStateBytes: config.shadows.maxStateBytes, maxDepth: 6 }, log);
+      const coordinator: Coordinator = new Coordinator(config, log, { store, broker, shadows, detachShadowMqtt, admin });
       routes['GET /v1/status'] = () => coordinator.status();
       coordinator.#announce();
       return coordinator;
@@ -122,6 +135,7 @@ export class Coordinator {
     this.#stopping ??= (async () => {
       this.log.info('coordinator stopping');
       await this.#admin.close();
+      await this.#detachShadowMqtt();
       await this.broker.close();
       this.store.close();
       this.log.info('coordinator stopped');

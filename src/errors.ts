@@ -91,6 +91,10 @@ export const ERRORS = {
     meaning: 'A client broke the MQTT protocol (malformed packet, wildcard in a PUBLISH topic, ...); its connection was closed.',
     remedy: 'Fix the client; the message in the log names the violation.',
   },
+  COORD_ERR_SHADOW_REJECTED: {
+    meaning: "A shadow request was rejected on its /rejected topic with AWS's code and message (400 bad request, 404 no such shadow, 409 version conflict, 413 too large, 415 not UTF-8, 429 too many in flight, 500).",
+    remedy: 'Fix the request as the message says; the log line names the thing, shadow, operation and status.',
+  },
   COORD_ERR_ADMIN_UNREACHABLE: {
     meaning: 'The CLI could not reach a running coordinator on the admin socket.',
     remedy: 'Start the coordinator, or point the CLI at its data directory with --data-dir / --config.',

@@ -95,6 +95,15 @@ export const configSchema = z
       })
       .strict()
       .prefault({}),
+    shadows: z
+      .object({
+        /** Largest state document (desired + reported, no metadata) in bytes; AWS IoT: 8 KB. */
+        maxStateBytes: z.int().min(256).max(1_048_576).default(8192),
+        /** Updates/deletes of one shadow waiting for their commit before more are refused with 429. */
+        maxInFlightPerShadow: z.int().min(1).max(100_000).default(100),
+      })
+      .strict()
+      .prefault({}),
     admin: z
       .object({
         /** Unix socket of the admin channel; default `<dataDir>/coordinator.sock`. */

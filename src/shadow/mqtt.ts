@@ -1,0 +1,86 @@
+/**
+ * The shadow service's MQTT face: requests on `$aws/things/<thing>/shadow[/name/<shadow>]/{get,update,delete}`
+ * answered on `.../accepted` and `.../rejected`, plus `/update/delta` and `/update/documents`, exactly as
+ * AWS IoT's Device Shadow MQTT API (device-shadow-mqtt.html). It is an adapter: every rule lives in the
+ * shadow service, so the in-process API and MQTT cannot disagree.
+ */
+import type { Aedes, AedesPublishPacket } from 'aedes';
+import type { Logger } from '../log/logger.js';
+import { ShadowRequestError } from './document.js';
+import { parseSimpleRequest, parseUpdateRequest, salvageClientToken, type ShadowLimits } from './request.js';
+import type { ShadowId, ShadowService } from './service.js';
+
+const REQUEST = /^\$aws\/things\/([^/]+)\/shadow\/(?:name\/([^/]+)\/)?(get|update|delete)$/;
+
+function prefix(id: ShadowId): string {
+  return `$aws/things/${id.thing}/shadow${id.name === undefined ? '' : `/name/${id.name}`}`;
+}
+
+/** Attaches the shadow MQTT API to the broker; returns a function that detaches it. */
+export function attachShadowMqtt(broker: Aedes, shadows: ShadowService, limits: ShadowLimits, log: Logger): Promise<() => Promise<void>> {
+  const publish = (topic: string, payload: Record<string, unknown>): void => {
+    broker.publish({ cmd: 'publish', topic, payload: Buffer.from(JSON.stringify(payload)), qos: 1, retain: false, dup: false }, (err) => {
+      if (err) log.error({ err, topic, code: 'COORD_ERR_INTERNAL' }, 'shadow response not published');
+    });
+  };
+
+  const reject = (id: ShadowId, op: string, err: unknown, payload: Buffer): void => {
+    const known = err instanceof ShadowRequestError;
+    const code = known ? err.code : 500;
+    const message = known ? err.message : 'Internal service failure';
+    const clientToken = salvageClientToken(payload);
+    log.info({ code: 'COORD_ERR_SHADOW_REJECTED', thing: id.thing, shadow: id.name, op, status: code, reason: message }, 'shadow request rejected');
+    if (!known) log.error({ err, code: 'COORD_ERR_INTERNAL' }, 'shadow request failed');
+    // AWS shadow: error document {code, message, timestamp, clientToken} on /rejected.
+    publish(`${prefix(id)}/${op}/rejected`, {
+      code,
+      message,
+      timestamp: Math.floor(Date.now() / 1000),
+      ...(clientToken === undefined ? {} : { clientToken }),
+    });
+  };
+
+  const handle = (packet: AedesPublishPacket, done: () => void): void => {
+    done(); // never hold the broker's delivery loop on a shadow request
+    const match = REQUEST.exec(packet.topic);
+    if (!match) return; // our own responses (accepted, rejected, delta, documents) also match the filter
+    const [, thing, name, op] = match as unknown as [string, string, string | undefined, 'get' | 'update' | 'delete'];
+    const id: ShadowId = name === undefined ? { thing } : { thing, name };
+    const payload = Buffer.isBuffer(packet.payload) ? packet.payload : Buffer.from(packet.payload);
+    try {
+      if (op === 'get') {
+        const { clientToken } = parseSimpleRequest(payload, limits);
+        publish(`${prefix(id)}/get/accepted`, shadows.get(id, clientToken));
+      } else if (op === 'delete') {
+        const { clientToken } = parseSimpleRequest(payload, limits);
+        shadows.delete(id, clientToken).then(
+          (accepted) => publish(`${prefix(id)}/delete/accepted`, accepted),
+          (err: unknown) => reject(id, op, err, payload),
+        );
+      } else {
+        shadows.update(id, parseUpdateRequest(payload, limits)).then(
+          (result) => {
+            publish(`${prefix(id)}/update/accepted`, result.accepted);
+            if (result.delta) publish(`${prefix(id)}/update/delta`, result.delta);
+            publish(`${prefix(id)}/update/documents`, result.documents);
+          },
+          (err: unknown) => reject(id, op, err, payload),
+        );
+      }
+    } catch (err) {
+      reject(id, op, err, payload);
+    }
+  };
+
+  const filter = '$aws/things/+/shadow/#';
+  return new Promise((resolve) => {
+    broker.subscribe(filter, handle, () =>
+      resolve(
+        () =>
+          new Promise<void>((done) => {
+            broker.unsubscribe(filter, handle, () => done());
+          }),
+      ),
+    );
+  });
+}

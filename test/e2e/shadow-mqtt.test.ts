@@ -1,0 +1,84 @@
+/** The AWS IoT Device Shadow MQTT API on the local broker, spoken by a plain MQTT.js client. */
+import { describe, expect, it } from 'vitest';
+import { connect, inbox } from '../helpers/mqtt.js';
+import { startCoordinator } from '../helpers/process.js';
+
+type Doc = Record<string, unknown>;
+const json = (p: Buffer): Doc => JSON.parse(p.toString()) as Doc;
+
+describe('shadow MQTT API', () => {
+  it('update → accepted, delta, documents; get; delete — classic and named', async () => {
+    const c = await startCoordinator();
+    const app = await connect(c.url, { clientId: 'app' });
+    const box = inbox(app);
+    await app.subscribeAsync('$aws/things/bulb/shadow/#', { qos: 1 });
+
+    await app.publishAsync('$aws/things/bulb/shadow/update', JSON.stringify({ state: { reported: { color: 'red' } }, clientToken: 'c1' }), { qos: 1 });
+    const accepted = json((await box.next((t) => t === '$aws/things/bulb/shadow/update/accepted')).payload);
+    expect(accepted).toMatchObject({ state: { reported: { color: 'red' } }, version: 1, clientToken: 'c1' });
+    expect(accepted).toMatchObject({ metadata: { reported: { color: { timestamp: expect.any(Number) as number } } } });
+    const docs = json((await box.next((t) => t === '$aws/things/bulb/shadow/update/documents')).payload);
+    expect(docs).toMatchObject({ current: { state: { reported: { color: 'red' } }, version: 1 }, clientToken: 'c1' });
+
+    await app.publishAsync('$aws/things/bulb/shadow/update', JSON.stringify({ state: { desired: { color: 'green' } } }), { qos: 1 });
+    const delta = json((await box.next((t) => t === '$aws/things/bulb/shadow/update/delta')).payload);
+    expect(delta).toMatchObject({ state: { color: 'green' }, version: 2 });
+
+    await app.publishAsync('$aws/things/bulb/shadow/get', JSON.stringify({ clientToken: 'g1' }), { qos: 1 });
+    const got = json((await box.next((t) => t === '$aws/things/bulb/shadow/get/accepted')).payload);
+    expect(got).toMatchObject({ state: { desired: { color: 'green' }, reported: { color: 'red' }, delta: { color: 'green' } }, version: 2, clientToken: 'g1' });
+
+    await app.subscribeAsync('$aws/things/bulb/shadow/name/schedule/#', { qos: 1 });
+    await app.publishAsync('$aws/things/bulb/shadow/name/schedule/update', JSON.stringify({ state: { desired: { on: '07:00' } } }), { qos: 1 });
+    expect(json((await box.next((t) => t === '$aws/things/bulb/shadow/name/schedule/update/accepted')).payload)).toMatchObject({ version: 1 });
+
+    await app.publishAsync('$aws/things/bulb/shadow/delete', '', { qos: 1 });
+    expect(json((await box.next((t) => t === '$aws/things/bulb/shadow/delete/accepted')).payload)).toMatchObject({ version: 2 });
+    await app.publishAsync('$aws/things/bulb/shadow/get', '', { qos: 1 });
+    expect(json((await box.next((t) => t === '$aws/things/bulb/shadow/get/rejected')).payload)).toMatchObject({ code: 404, message: "No shadow exists with name: 'bulb'" });
+    await c.stop();
+  });
+
+  it('rejects bad requests with AWS codes, echoing the clientToken, and stores nothing', async () => {
+    const c = await startCoordinator();
+    const app = await connect(c.url, { clientId: 'app' });
+    const box = inbox(app);
+    await app.subscribeAsync('$aws/things/valve/shadow/update/+', { qos: 1 });
+    const cases: [string, number, string][] = [
+      ['not json', 400, 'Invalid JSON'],
+      ['{"clientToken":"k2"}', 400, 'Missing required node: state'],
+      ['{"state":{"desired":[1]},"clientToken":"k3"}', 400, 'Desired node must be an object'],
+    ];
+    for (const [payload, code, message] of cases) {
+      await app.publishAsync('$aws/things/valve/shadow/update', payload, { qos: 1 });
+      const r = json((await box.next((t) => t.endsWith('/update/rejected'))).payload);
+      expect(r).toMatchObject({ code, message });
+      expect(r.timestamp).toBeTypeOf('number');
+      if (payload.includes('clientToken')) expect(r.clientToken).toMatch(/^k\d$/);
+    }
+    await app.publishAsync('$aws/things/valve/shadow/get', '', { qos: 1 });
+    await app.subscribeAsync('$aws/things/valve/shadow/get/+', { qos: 1 });
+    await app.publishAsync('$aws/things/valve/shadow/get', '', { qos: 1 });
+    expect(json((await box.next((t) => t.endsWith('/get/rejected'))).payload)).toMatchObject({ code: 404 });
+    await c.stop();
+  });
+
+  it('optimistic locking between two clients: the stale one gets 409 Version conflict', async () => {
+    const c = await startCoordinator();
+    const a = await connect(c.url, { clientId: 'writer-a' });
+    const b = await connect(c.url, { clientId: 'writer-b' });
+    const boxA = inbox(a);
+    const boxB = inbox(b);
+    await a.subscribeAsync('$aws/things/door/shadow/update/+', { qos: 1 });
+    await b.subscribeAsync('$aws/things/door/shadow/update/+', { qos: 1 });
+    await a.publishAsync('$aws/things/door/shadow/update', JSON.stringify({ state: { desired: { locked: true } }, clientToken: 'a1' }), { qos: 1 });
+    await boxA.next((t, p) => t.endsWith('/accepted') && json(p).clientToken === 'a1');
+    // Both read version 1 and write with it; only the first one wins.
+    await a.publishAsync('$aws/things/door/shadow/update', JSON.stringify({ state: { desired: { locked: false } }, version: 1, clientToken: 'a2' }), { qos: 1 });
+    await boxA.next((t, p) => t.endsWith('/accepted') && json(p).clientToken === 'a2');
+    await b.publishAsync('$aws/things/door/shadow/update', JSON.stringify({ state: { desired: { locked: true } }, version: 1, clientToken: 'b1' }), { qos: 1 });
+    const rejected = json((await boxB.next((t, p) => t.endsWith('/rejected') && json(p).clientToken === 'b1')).payload);
+    expect(rejected).toMatchObject({ code: 409, message: 'Version conflict', clientToken: 'b1' });
+    await c.stop();
+  });
+});
