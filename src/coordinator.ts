@@ -8,7 +8,10 @@ import type { Logger } from './log/logger.js';
 import { startAdminServer, type AdminRoutes, type AdminServer } from './admin/server.js';
 import { adminSocketPath } from './admin/socket.js';
 import { startBroker, type Broker } from './broker/broker.js';
+import { shadowRoutes } from './shadow/admin-routes.js';
 import { attachShadowMqtt } from './shadow/mqtt.js';
+import { AWS_SHADOW_LIMITS } from './shadow/request.js';
+import { applySeeds } from './shadow/seeds.js';
 import { ShadowService } from './shadow/service.js';
 import { ensureDataDir, Store, type StoreHealth } from './store/database.js';
 import { VERSION } from './version.js';
@@ -32,6 +35,8 @@ export interface CoordinatorStatus {
   dataDir: string;
   listeners: ListenerStatus[];
   clients: { connected: number; ids: string[] };
+  /** Shadows stored (deleted ones excluded). */
+  shadows: number;
   /** Messages dropped because a persistent session's queue was full (COORD_ERR_BROKER_QUEUE_FULL). */
   droppedMessages: number;
   store: StoreHealth;
@@ -79,9 +84,12 @@ export class Coordinator {
       store = Store.open(config.dataDir, (err) => log.error({ err, code: 'COORD_ERR_STORE_WRITE' }, 'background durable write failed'));
       broker = await startBroker(config, store, log);
       const shadows = new ShadowService(store, { maxInFlightPerShadow: config.shadows.maxInFlightPerShadow });
-      const detachShadowMqtt = await attachShadowMqtt(broker.aedes, shadows, { maxStateBytes: config.shadows.maxStateBytes, maxDepth: 6 }, log);
+      const limits = { maxStateBytes: config.shadows.maxStateBytes, maxDepth: AWS_SHADOW_LIMITS.maxDepth };
+      await applySeeds(config.dataDir, shadows, limits, log);
+      const detachShadowMqtt = await attachShadowMqtt(broker.aedes, shadows, limits, log);
       const coordinator: Coordinator = new Coordinator(config, log, { store, broker, shadows, detachShadowMqtt, admin });
       routes['GET /v1/status'] = () => coordinator.status();
+      Object.assign(routes, shadowRoutes(shadows, limits));
       coordinator.#announce();
       return coordinator;
     } catch (err) {
@@ -125,6 +133,7 @@ export class Coordinator {
       dataDir: this.config.dataDir,
       listeners: this.broker.listeners.map((l) => ({ name: l.name, url: l.url, host: l.host, port: l.port, anonymous: this.#anonymousOn(l.loopback) })),
       clients: { connected: clients.length, ids: clients.slice(0, STATUS_CLIENT_IDS).map((c) => c.id) },
+      shadows: this.shadows.size,
       droppedMessages: this.broker.droppedMessages(),
       store: this.store.health(),
     };

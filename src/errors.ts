@@ -95,6 +95,10 @@ export const ERRORS = {
     meaning: "A shadow request was rejected on its /rejected topic with AWS's code and message (400 bad request, 404 no such shadow, 409 version conflict, 413 too large, 415 not UTF-8, 429 too many in flight, 500).",
     remedy: 'Fix the request as the message says; the log line names the thing, shadow, operation and status.',
   },
+  COORD_ERR_SHADOW_SEED: {
+    meaning: 'A seed shadow document (*.json in the data directory) could not be applied; it was skipped.',
+    remedy: 'Fix the file named in the log: {"thingName", "shadowName"?, "state": {"desired"?, "reported"?}} with a valid state.',
+  },
   COORD_ERR_ADMIN_UNREACHABLE: {
     meaning: 'The CLI could not reach a running coordinator on the admin socket.',
     remedy: 'Start the coordinator, or point the CLI at its data directory with --data-dir / --config.',

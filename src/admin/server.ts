@@ -9,7 +9,7 @@ import type { Logger } from '../log/logger.js';
 import { CoordinatorError, isCoordinatorError } from '../errors.js';
 import { bindSocketPath } from './socket.js';
 
-/** A route handler: returns the JSON body to send, or throws a CoordinatorError. */
+/** A route handler: returns (or resolves to) the JSON body to send, or throws a CoordinatorError. */
 export type AdminHandler = (request: { query: URLSearchParams; body: unknown }) => unknown;
 
 /** Routes keyed by `METHOD /path`. */
@@ -58,7 +58,7 @@ export async function startAdminServer(socketPath: string, routes: AdminRoutes, 
       return;
     }
     readBody(req)
-      .then((body) => send(res, 200, handler({ query: url.searchParams, body })))
+      .then(async (body) => send(res, 200, await handler({ query: url.searchParams, body })))
       .catch((err: unknown) => {
         if (isCoordinatorError(err)) {
           send(res, 400, { code: err.code, message: err.message, details: err.details });

@@ -3,8 +3,59 @@
 import { VERSION } from '../version.js';
 import { parseCommandLine, type CommandSpec } from './args.js';
 import { CONFIG_OPTIONS, configFromFlags, reportError } from './common.js';
+import type * as ShadowCli from './shadow.js';
 
 const PROGRAM = 'coordinator';
+
+const SOCKET_OPTION = { socket: { type: 'string', value: '<path>', description: 'admin socket (default <data-dir>/coordinator.sock)' } } as const;
+const NAME_OPTION = { name: { type: 'string', value: '<shadow>', description: 'a named shadow (default: the classic shadow)' } } as const;
+
+function shadowCommands(): CommandSpec[] {
+  const load = (): Promise<typeof ShadowCli> => import('./shadow.js');
+  return [
+    {
+      words: ['shadow', 'get'],
+      args: ['<thing>'],
+      summary: "print a shadow's document (desired, reported, delta, metadata, version)",
+      options: { ...CONFIG_OPTIONS, ...SOCKET_OPTION, ...NAME_OPTION },
+      run: async (values, [thing]) => (await load()).runShadowGet(thing!, values),
+    },
+    {
+      words: ['shadow', 'update'],
+      args: ['<thing>'],
+      summary: 'update a shadow: --state \'{"desired":{...}}\' or --file REQUEST.json',
+      options: {
+        ...CONFIG_OPTIONS,
+        ...SOCKET_OPTION,
+        ...NAME_OPTION,
+        state: { type: 'string', value: '<json>', description: 'the state change, e.g. {"desired":{"on":true}}' },
+        file: { type: 'string', value: '<file>', description: 'a whole update request document {state, version?, clientToken?}' },
+        version: { type: 'string', value: '<n>', description: 'apply only if the shadow is at this version (409 otherwise)' },
+      },
+      run: async (values, [thing]) => (await load()).runShadowUpdate(thing!, values),
+    },
+    {
+      words: ['shadow', 'delete'],
+      args: ['<thing>'],
+      summary: 'delete a shadow (its version continues if it is created again)',
+      options: { ...CONFIG_OPTIONS, ...SOCKET_OPTION, ...NAME_OPTION },
+      run: async (values, [thing]) => (await load()).runShadowDelete(thing!, values),
+    },
+    {
+      words: ['shadow', 'list'],
+      summary: 'list shadows as thing or thing/name',
+      options: { ...CONFIG_OPTIONS, ...SOCKET_OPTION, thing: { type: 'string', value: '<thing>', description: 'only this thing' } },
+      run: async (values) => (await load()).runShadowList(values),
+    },
+    {
+      words: ['shadow', 'export'],
+      args: ['<dir>'],
+      summary: 'write one JSON file per shadow into DIR (the seed format)',
+      options: { ...CONFIG_OPTIONS, ...SOCKET_OPTION },
+      run: async (values, [dir]) => (await load()).runShadowExport(dir!, values),
+    },
+  ];
+}
 const DESCRIPTION = 'The edge coordinator: local MQTT broker, device shadows and sandboxed tasks for a gateway.';
 
 const COMMANDS: readonly CommandSpec[] = [
@@ -24,6 +75,7 @@ const COMMANDS: readonly CommandSpec[] = [
     },
     run: async (values) => (await import('./status.js')).runStatus(values),
   },
+  ...shadowCommands(),
   {
     words: ['config', 'check'],
     args: ['<file>'],

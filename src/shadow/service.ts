@@ -110,6 +110,11 @@ export class ShadowService extends EventEmitter<ShadowEvents> {
     return ids;
   }
 
+  /** Whether the shadow exists now or ever did (a deleted shadow keeps its version). */
+  exists(id: ShadowId): boolean {
+    return this.#entries.has(key(id));
+  }
+
   /** The committed document (what survives a crash), or undefined. */
   document(id: ShadowId): ShadowDocument | undefined {
     return structuredClone(this.#entries.get(key(id))?.durable);
