@@ -113,7 +113,18 @@ export class Coordinator {
     } else if (anonymous === 'always') {
       this.log.warn('anonymous MQTT clients are accepted on every listener (broker.anonymous=always): do not use on an open network');
     }
-    this.log.info({ thingName: this.config.thingName, dataDir: this.config.dataDir, admin: this.#admin.socketPath, version: VERSION }, 'coordinator ready');
+    this.log.info(
+      {
+        thingName: this.config.thingName,
+        dataDir: this.config.dataDir,
+        admin: this.#admin.socketPath,
+        version: VERSION,
+        shadows: this.shadows.size,
+        // Time since the process started: what a restart costs (restored sessions and shadows included).
+        startupMs: Math.round(performance.now()),
+      },
+      'coordinator ready',
+    );
   }
 
   #anonymousOn(loopback: boolean): boolean {

@@ -1,0 +1,87 @@
+/**
+ * Acknowledged = on disk, for shadows: a client streams QoS 1 updates while the coordinator is killed at
+ * random moments and restarted; every update whose /accepted arrived is there afterwards, no version is
+ * handed out twice, documents are intact. Then a restart with 10,000 shadows stored.
+ */
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { ShadowService } from '../../src/shadow/service.js';
+import { Store } from '../../src/store/database.js';
+import { connect } from '../helpers/mqtt.js';
+import { runCli, startCoordinator } from '../helpers/process.js';
+
+const SHADOWS = ['boiler', 'pump', 'valve'];
+
+describe('shadow crash safety', () => {
+  it('keeps every accepted update across SIGKILLs at random moments', async () => {
+    const dataDir = mkdtempSync(join(tmpdir(), 'coord-crash-'));
+    // per shadow: version → seq of every accepted update
+    const accepted = new Map<string, Map<number, number>>(SHADOWS.map((s) => [s, new Map()]));
+    let seq = 0;
+    for (let round = 0; round < 5; round++) {
+      const c = await startCoordinator({ dataDir });
+      const client = await connect(c.url, { clientId: `streamer-${round}` });
+      client.on('message', (topic, payload) => {
+        const thing = topic.split('/')[2]!;
+        const body = JSON.parse(payload.toString()) as { version: number; state: { reported: { seq: number } } };
+        const versions = accepted.get(thing)!;
+        // A version handed out twice would mean an acknowledged update was lost and its number reused.
+        expect(versions.has(body.version), `${thing} v${body.version} accepted twice`).toBe(false);
+        versions.set(body.version, body.state.reported.seq);
+      });
+      await client.subscribeAsync('$aws/things/+/shadow/update/accepted', { qos: 1 });
+      const killAt = Date.now() + 150 + Math.floor(Math.random() * 350);
+      const inFlight = new Set<Promise<unknown>>();
+      while (Date.now() < killAt) {
+        const thing = SHADOWS[seq % SHADOWS.length]!;
+        const p = client.publishAsync(`$aws/things/${thing}/shadow/update`, JSON.stringify({ state: { reported: { seq } } }), { qos: 1 }).catch(() => undefined);
+        seq++;
+        inFlight.add(p);
+        void p.finally(() => inFlight.delete(p));
+        if (inFlight.size >= 30) await Promise.race(inFlight);
+      }
+      await c.kill();
+      client.end(true);
+    }
+
+    const c = await startCoordinator({ dataDir });
+    for (const thing of SHADOWS) {
+      const got = await runCli(['shadow', 'get', thing, '--data-dir', dataDir]);
+      expect(got.code, got.stderr).toBe(0);
+      const doc = JSON.parse(got.stdout) as { version: number; state: { reported: { seq: number } } };
+      const versions = [...accepted.get(thing)!.entries()].sort((a, b) => a[0] - b[0]);
+      expect(versions.length, `${thing}: some updates were accepted`).toBeGreaterThan(0);
+      const [lastVersion, lastSeq] = versions[versions.length - 1]!;
+      // Every accepted version is on disk: the stored version is at least the newest accepted one...
+      expect(doc.version).toBeGreaterThanOrEqual(lastVersion);
+      // ...and the stored state is that update's or a later one's (updates of one shadow apply in order).
+      expect(doc.state.reported.seq).toBeGreaterThanOrEqual(lastSeq);
+      // Within a shadow, higher versions always carry later updates.
+      for (let i = 1; i < versions.length; i++) expect(versions[i]![1]).toBeGreaterThan(versions[i - 1]![1]);
+    }
+    await c.stop();
+  });
+
+  it('restarts with 10,000 shadows stored, all intact', async () => {
+    const dataDir = mkdtempSync(join(tmpdir(), 'coord-10k-'));
+    const store = Store.open(dataDir, () => undefined);
+    const shadows = new ShadowService(store, { maxInFlightPerShadow: 10 });
+    await Promise.all(
+      Array.from({ length: 10_000 }, (_, i) =>
+        shadows.update({ thing: `sensor-${i}` }, { state: { reported: { temperatureC: 20 + (i % 10), battery: 90 }, desired: { intervalS: 60 } } }),
+      ),
+    );
+    store.close();
+
+    const c = await startCoordinator({ dataDir });
+    const ready = c.logs.find((l) => l.msg === 'coordinator ready')!;
+    expect(ready.shadows).toBe(10_000);
+    // The restart figure (target < 1 s) is reported here and measured by `npm run bench`; not asserted.
+    console.log(`restart with 10,000 shadows: ready ${String(ready.startupMs)} ms after process start`);
+    const one = await runCli(['shadow', 'get', 'sensor-4321', '--data-dir', dataDir]);
+    expect(JSON.parse(one.stdout)).toMatchObject({ state: { reported: { temperatureC: 21, battery: 90 } }, version: 1 });
+    await c.stop();
+  });
+});
