@@ -86,7 +86,7 @@ export class Coordinator {
       const shadows = new ShadowService(store, { maxInFlightPerShadow: config.shadows.maxInFlightPerShadow });
       const limits = { maxStateBytes: config.shadows.maxStateBytes, maxDepth: AWS_SHADOW_LIMITS.maxDepth };
       await applySeeds(config.dataDir, shadows, limits, log);
-      const detachShadowMqtt = await attachShadowMqtt(broker.aedes, shadows, limits, log);
+      const detachShadowMqtt = await attachShadowMqtt(broker.aedes, shadows, limits, broker.shadowAccess, log);
       const coordinator: Coordinator = new Coordinator(config, log, { store, broker, shadows, detachShadowMqtt, admin });
       routes['GET /v1/status'] = () => coordinator.status();
       Object.assign(routes, shadowRoutes(shadows, limits));

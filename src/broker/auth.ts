@@ -33,6 +33,8 @@ export interface AuthorizerOptions {
   readonly maxClientIdBytes: number;
   /** Largest PUBLISH (or will) payload accepted, in bytes. */
   readonly maxPayloadBytes: number;
+  /** The coordinator's own thing name: its shadows (e.g. `deployment`) are its control plane. */
+  readonly coordinatorThing: string;
   readonly log: Logger;
   /** Called with the AWS disconnect reason when a hook decides to drop a client. */
   readonly onDeny?: (client: Client, reason: 'FORBIDDEN_ACCESS' | 'AUTH_ERROR' | 'CLIENT_ERROR') => void;
@@ -82,6 +84,11 @@ export interface Authorizer {
   maySubscribe: (client: Client, filter: string) => boolean;
   /** Whether a will on `topic` may be published (checked at CONNECT and again for orphaned wills). */
   mayPublishWill: (topic: string) => boolean;
+  /**
+   * Whether `client` may perform a shadow operation: null when allowed, else the AWS status for the
+   * shadow's /rejected topic (401 no authenticated principal, 403 forbidden by policy).
+   */
+  shadowAccess: (client: Client | undefined, thing: string, op: 'get' | 'update' | 'delete') => 401 | 403 | null;
 }
 
 /** Builds the authentication/authorization hooks for aedes. */
@@ -185,5 +192,16 @@ export function createAuthorizer(options: AuthorizerOptions): Authorizer {
 
     maySubscribe: (_client, filter) => mayRead(filter),
     mayPublishWill,
+
+    shadowAccess(client, thing, op) {
+      if (!client || !principals.get(client)) return 401;
+      // The coordinator's own shadows carry its deployments: no device changes them over MQTT (the CLI
+      // and the cloud link use the in-process API). Per-device shadow policies come with device identities.
+      if (thing === options.coordinatorThing && op !== 'get') {
+        log.warn({ code: 'COORD_ERR_SHADOW_REJECTED', clientId: client.id, thing, op }, "shadow request forbidden: the coordinator's own shadows are read-only over MQTT");
+        return 403;
+      }
+      return null;
+    },
   };
 }

@@ -18,6 +18,8 @@ export interface Broker {
   readonly listeners: readonly Listener[];
   /** Messages dropped because a persistent session's queue was full. */
   droppedMessages(): number;
+  /** The auth seam's decision on a shadow operation by the client with this id (see auth.ts). */
+  shadowAccess: (clientId: string | undefined, thing: string, op: 'get' | 'update' | 'delete') => 401 | 403 | null;
   /** Connected clients, for status. */
   clients(): Client[];
   /** Disconnects every client, stops the listeners. The store is left to its owner. */
@@ -48,6 +50,7 @@ export async function startBroker(config: CoordinatorConfig, store: Store, log: 
     anonymous: config.broker.anonymous,
     maxClientIdBytes: config.broker.maxClientIdBytes,
     maxPayloadBytes: config.broker.maxPayloadBytes,
+    coordinatorThing: config.thingName,
     log,
     onDeny: (client, reason) => presence.markReason(client, reason),
   });
@@ -173,6 +176,8 @@ export async function startBroker(config: CoordinatorConfig, store: Store, log: 
     listeners,
     clients,
     droppedMessages: () => persistence.droppedMessages,
+    shadowAccess: (clientId, thing, op) =>
+      authorizer.shadowAccess(clientId === undefined ? undefined : (aedes as unknown as { clients: Record<string, Client> }).clients[clientId], thing, op),
     close: async () => {
       // Subscribers to presence (persistent ones get them queued) learn that every device went away.
       await presence.announceShutdown(clients());

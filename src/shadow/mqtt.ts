@@ -16,8 +16,17 @@ function prefix(id: ShadowId): string {
   return `$aws/things/${id.thing}/shadow${id.name === undefined ? '' : `/name/${id.name}`}`;
 }
 
+/** The broker's authorization seam for shadow operations (null = allowed, else 401/403). */
+export type ShadowAccess = (clientId: string | undefined, thing: string, op: 'get' | 'update' | 'delete') => 401 | 403 | null;
+
 /** Attaches the shadow MQTT API to the broker; returns a function that detaches it. */
-export function attachShadowMqtt(broker: Aedes, shadows: ShadowService, limits: ShadowLimits, log: Logger): Promise<() => Promise<void>> {
+export function attachShadowMqtt(
+  broker: Aedes,
+  shadows: ShadowService,
+  limits: ShadowLimits,
+  access: ShadowAccess,
+  log: Logger,
+): Promise<() => Promise<void>> {
   const publish = (topic: string, payload: Record<string, unknown>): void => {
     broker.publish({ cmd: 'publish', topic, payload: Buffer.from(JSON.stringify(payload)), qos: 1, retain: false, dup: false }, (err) => {
       if (err) log.error({ err, topic, code: 'COORD_ERR_INTERNAL' }, 'shadow response not published');
@@ -48,6 +57,9 @@ export function attachShadowMqtt(broker: Aedes, shadows: ShadowService, limits: 
     const id: ShadowId = name === undefined ? { thing } : { thing, name };
     const payload = Buffer.isBuffer(packet.payload) ? packet.payload : Buffer.from(packet.payload);
     try {
+      // AWS shadow: 401 Unauthorized / 403 Forbidden, decided by the broker's authorization seam.
+      const denied = access((packet as { clientId?: string }).clientId, thing, op);
+      if (denied !== null) throw new ShadowRequestError(denied, denied === 401 ? 'Unauthorized' : 'Forbidden');
       if (op === 'get') {
         const { clientToken } = parseSimpleRequest(payload, limits);
         publish(`${prefix(id)}/get/accepted`, shadows.get(id, clientToken));

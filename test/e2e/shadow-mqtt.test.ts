@@ -81,4 +81,16 @@ describe('shadow MQTT API', () => {
     expect(rejected).toMatchObject({ code: 409, message: 'Version conflict', clientToken: 'b1' });
     await c.stop();
   });
+
+  it("answers 403 Forbidden to a device changing the coordinator's own shadows, which stay untouched", async () => {
+    const c = await startCoordinator({ args: ['--thing-name', 'gw-test'] });
+    const dev = await connect(c.url, { clientId: 'curious-device' });
+    const box = inbox(dev);
+    await dev.subscribeAsync('$aws/things/gw-test/shadow/name/deployment/+/+', { qos: 1 });
+    await dev.publishAsync('$aws/things/gw-test/shadow/name/deployment/update', JSON.stringify({ state: { desired: { tasks: {} } }, clientToken: 'x1' }), { qos: 1 });
+    expect(json((await box.next((t) => t.endsWith('/update/rejected'))).payload)).toMatchObject({ code: 403, message: 'Forbidden', clientToken: 'x1' });
+    await dev.publishAsync('$aws/things/gw-test/shadow/name/deployment/get', '', { qos: 1 });
+    expect(json((await box.next((t) => t.endsWith('/get/rejected'))).payload)).toMatchObject({ code: 404 });
+    await c.stop();
+  });
 });

@@ -14,7 +14,7 @@ function client(listener: { loopback: boolean; tls?: boolean }, id = 'dev-1'): C
 }
 
 function authenticate(mode: 'loopback' | 'never' | 'always', c: Client, username?: string): Promise<{ err: AuthenticateError | null; ok: boolean | null }> {
-  const auth = createAuthorizer({ anonymous: mode, maxClientIdBytes: 128, maxPayloadBytes: 131072, log });
+  const auth = createAuthorizer({ anonymous: mode, maxClientIdBytes: 128, maxPayloadBytes: 131072, coordinatorThing: 'gw', log });
   return new Promise((resolve) => {
     auth.preConnect(c, { cmd: 'connect', clientId: c.id, clean: true, protocolId: 'MQTT', protocolVersion: 4, keepalive: 30 } as never, () => {
       auth.authenticate(c, username, undefined, (err, ok) => resolve({ err, ok }));
@@ -38,5 +38,20 @@ describe('anonymous access', () => {
   it('never mode refuses even on loopback; always mode accepts everywhere', async () => {
     expect((await authenticate('never', client({ loopback: true }))).err?.returnCode).toBe(5);
     expect(await authenticate('always', client({ loopback: false }))).toEqual({ err: null, ok: true });
+  });
+});
+
+describe('shadow access', () => {
+  it('401 without an authenticated principal; 403 for changes to the coordinator\'s own shadows', async () => {
+    const auth = createAuthorizer({ anonymous: 'loopback', maxClientIdBytes: 128, maxPayloadBytes: 131072, coordinatorThing: 'gw', log });
+    const stranger = client({ loopback: true }, 'stranger');
+    expect(auth.shadowAccess(undefined, 'lamp', 'get')).toBe(401);
+    expect(auth.shadowAccess(stranger, 'lamp', 'update')).toBe(401); // never authenticated
+    const c = client({ loopback: true }, 'dev-2');
+    await new Promise<void>((resolve) => auth.authenticate(c, undefined, undefined, () => resolve()));
+    expect(auth.shadowAccess(c, 'lamp', 'update')).toBeNull();
+    expect(auth.shadowAccess(c, 'gw', 'get')).toBeNull();
+    expect(auth.shadowAccess(c, 'gw', 'update')).toBe(403);
+    expect(auth.shadowAccess(c, 'gw', 'delete')).toBe(403);
   });
 });
