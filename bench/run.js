@@ -17,12 +17,14 @@ import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { brokerThroughput } from './broker-throughput.js';
 import { idleRss } from './idle-rss.js';
+import { shadowUpdates } from './shadow-updates.js';
 import { BENCH_DIR, cleanup, cleanupSync, formatTable } from './lib.js';
 
 /** Every benchmark, in the order they run. */
 const BENCHMARKS = [
   { name: 'broker-throughput', run: brokerThroughput },
   { name: 'idle-rss', run: idleRss },
+  { name: 'shadow-updates', run: shadowUpdates },
 ];
 
 const RESULTS_FILE = join(BENCH_DIR, 'results.json');
