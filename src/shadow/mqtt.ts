@@ -52,7 +52,7 @@ export function attachShadowMqtt(
   const handle = (packet: AedesPublishPacket, done: () => void): void => {
     done(); // never hold the broker's delivery loop on a shadow request
     const match = REQUEST.exec(packet.topic);
-    if (!match) return; // our own responses (accepted, rejected, delta, documents) also match the filter
+    if (!match) return; // the filters below only deliver request topics; kept so a filter change cannot crash this
     const [, thing, name, op] = match as unknown as [string, string, string | undefined, 'get' | 'update' | 'delete'];
     const id: ShadowId = name === undefined ? { thing } : { thing, name };
     const payload = Buffer.isBuffer(packet.payload) ? packet.payload : Buffer.from(packet.payload);
@@ -84,15 +84,9 @@ export function attachShadowMqtt(
     }
   };
 
-  const filter = '$aws/things/+/shadow/#';
-  return new Promise((resolve) => {
-    broker.subscribe(filter, handle, () =>
-      resolve(
-        () =>
-          new Promise<void>((done) => {
-            broker.unsubscribe(filter, handle, () => done());
-          }),
-      ),
-    );
-  });
+  // Only the request topics: a `#` filter would also hand every response we publish back to us.
+  const filters = ['get', 'update', 'delete'].flatMap((op) => [`$aws/things/+/shadow/${op}`, `$aws/things/+/shadow/name/+/${op}`]);
+  const each = (fn: (filter: string, done: () => void) => void): Promise<void> =>
+    Promise.all(filters.map((f) => new Promise<void>((done) => fn(f, done)))).then(() => undefined);
+  return each((f, done) => broker.subscribe(f, handle, done)).then(() => () => each((f, done) => broker.unsubscribe(f, handle, done)));
 }
