@@ -89,7 +89,7 @@ export async function startBroker(config: CoordinatorConfig, store: Store, log: 
       authorizer.authenticate(client, username, password, (err, ok) => {
         // [MQTT-3.1.4-2] an accepted CONNECT with a client id in use takes the old session over.
         if (!err && ok) {
-          const existing = (aedes as unknown as { clients: Record<string, Client> }).clients[client.id];
+          const existing = clientMap()[client.id];
           if (existing && existing !== client) presence.markTakeover(existing);
         }
         done(err, ok);
@@ -106,6 +106,8 @@ export async function startBroker(config: CoordinatorConfig, store: Store, log: 
     authorizeForward: authorizer.authorizeForward,
   });
   presence.attach(aedes);
+  // aedes keeps connected clients in a public-but-untyped map; read it in one place.
+  const clientMap = (): Record<string, Client> => (aedes as unknown as { clients: Record<string, Client> }).clients;
 
   // aedes runs a message's pipeline from broker.publish, called right after the (held) PUBACK: retained
   // copy, then offline queues (persistence.outgoingEnqueueCombi, reached for every QoS 1 message), then
@@ -169,7 +171,7 @@ export async function startBroker(config: CoordinatorConfig, store: Store, log: 
     throw err;
   }
 
-  const clients = (): Client[] => Object.values((aedes as unknown as { clients: Record<string, Client> }).clients);
+  const clients = (): Client[] => Object.values(clientMap());
 
   return {
     aedes,
@@ -177,7 +179,7 @@ export async function startBroker(config: CoordinatorConfig, store: Store, log: 
     clients,
     droppedMessages: () => persistence.droppedMessages,
     shadowAccess: (clientId, thing, op) =>
-      authorizer.shadowAccess(clientId === undefined ? undefined : (aedes as unknown as { clients: Record<string, Client> }).clients[clientId], thing, op),
+      authorizer.shadowAccess(clientId === undefined ? undefined : clientMap()[clientId], thing, op),
     close: async () => {
       // Subscribers to presence (persistent ones get them queued) learn that every device went away.
       await presence.announceShutdown(clients());

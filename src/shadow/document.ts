@@ -19,9 +19,6 @@ export type Metadata = { timestamp: number } | Metadata[] | { [key: string]: Met
 /** Metadata of an object node. */
 export type MetadataObject = { [key: string]: Metadata };
 
-/** The two writable sections of a shadow. */
-export type Section = 'desired' | 'reported';
-
 /** A stored shadow document. */
 export interface ShadowDocument {
   state: { desired?: JsonObject; reported?: JsonObject };
