@@ -81,12 +81,21 @@ export class Coordinator {
     let store: Store | undefined;
     let broker: Broker | undefined;
     try {
-      store = Store.open(config.dataDir, (err) => log.error({ err, code: 'COORD_ERR_STORE_WRITE' }, 'background durable write failed'));
+      store = Store.open(
+        config.dataDir,
+        (err) => log.error({ err, code: 'COORD_ERR_STORE_WRITE' }, 'background durable write failed'),
+        (err) => {
+          // After a failed fdatasync the kernel may have dropped pages it could not write: nothing this
+          // process holds can be trusted to be on disk. Exit for the supervisor; restart recovers from the file.
+          log.fatal({ err, code: 'COORD_ERR_STORE_WRITE' }, 'syncing the database log failed; exiting');
+          process.exit(1);
+        },
+      );
       broker = await startBroker(config, store, log);
       const shadows = new ShadowService(store, { maxInFlightPerShadow: config.shadows.maxInFlightPerShadow });
       const limits = { maxStateBytes: config.shadows.maxStateBytes, maxDepth: AWS_SHADOW_LIMITS.maxDepth };
       await applySeeds(config.dataDir, shadows, limits, log);
-      const detachShadowMqtt = await attachShadowMqtt(broker.aedes, shadows, limits, broker.shadowAccess, log);
+      const detachShadowMqtt = await attachShadowMqtt(broker.aedes, shadows, limits, broker.shadowAccess, broker.hasSubscribers, log);
       const coordinator: Coordinator = new Coordinator(config, log, { store, broker, shadows, detachShadowMqtt, admin });
       routes['GET /v1/status'] = () => coordinator.status();
       Object.assign(routes, shadowRoutes(shadows, limits));

@@ -25,7 +25,7 @@ export function formatStatus(s: CoordinatorStatus): string {
     `clients     ${s.clients.connected} connected${s.clients.ids.length ? `: ${s.clients.ids.join(', ')}` : ''}`,
     ...(s.droppedMessages > 0 ? [`dropped     ${s.droppedMessages} messages (persistent session queues full)`] : []),
     `store       ${s.store.ok ? 'ok' : 'DEGRADED'}  ${formatBytes(s.store.sizeBytes)} + ${formatBytes(s.store.walBytes)} WAL  schema v${s.store.schemaVersion}` +
-      `  ${s.store.commit.commits} commits / ${s.store.commit.writes} writes, ${s.store.pendingWrites} pending` +
+      `  ${s.store.commit.commits} commits, ${s.store.commit.syncs} syncs / ${s.store.commit.writes} writes, ${s.store.pendingWrites} pending` +
       (s.store.commit.lastError ? `  last error: ${s.store.commit.lastError}` : ''),
   ];
   return `${lines.join('\n')}\n`;

@@ -39,27 +39,32 @@ export class Store {
   readonly path: string;
   #closed = false;
 
-  private constructor(db: Database, path: string, onWriteError: (err: Error) => void) {
+  private constructor(db: Database, path: string, onWriteError: (err: Error) => void, onSyncFailure: (err: Error) => void) {
     this.db = db;
     this.path = path;
-    this.writer = new GroupCommitWriter(db, onWriteError);
+    this.writer = new GroupCommitWriter(db, `${path}-wal`, onWriteError, onSyncFailure);
   }
 
-  /** Opens (creating if needed) the database in `dataDir` and brings its schema up to date. */
-  static open(dataDir: string, onWriteError: (err: Error) => void): Store {
+  /**
+   * Opens (creating if needed) the database in `dataDir` and brings its schema up to date.
+   * `onWriteError` hears of background writes that failed; `onSyncFailure` of a failed fdatasync, after
+   * which the store acknowledges nothing more (see GroupCommitWriter).
+   */
+  static open(dataDir: string, onWriteError: (err: Error) => void, onSyncFailure: (err: Error) => void = onWriteError): Store {
     ensureDataDir(dataDir);
     const path = join(dataDir, DATABASE_FILE);
     let db: Database | undefined;
     try {
       db = new BetterSqlite3(path);
-      // WAL + synchronous=FULL: a committed transaction is fsynced before commit returns, so an
-      // acknowledged write survives power loss; readers never block the writer.
+      // WAL + synchronous=NORMAL: SQLite keeps the file consistent (WAL synced before each checkpoint)
+      // and the group-commit writer fdatasyncs the WAL itself, off the event loop, before it
+      // acknowledges anything; readers never block the writer.
       db.pragma('journal_mode = WAL');
-      db.pragma('synchronous = FULL');
+      db.pragma('synchronous = NORMAL');
       db.pragma('foreign_keys = ON');
       db.pragma('busy_timeout = 2000');
       migrate(db);
-      return new Store(db, path, onWriteError);
+      return new Store(db, path, onWriteError, onSyncFailure);
     } catch (err) {
       db?.close();
       if (err instanceof CoordinatorError) throw err;

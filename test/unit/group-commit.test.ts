@@ -1,8 +1,14 @@
-/** Group commit: writes arriving together share one transaction; one bad write fails alone. */
+/**
+ * Group commit: writes arriving together share one transaction; transactions committed while the WAL is
+ * being synced share the next sync; a write resolves only after its sync; one bad write fails alone; a
+ * failed sync fails everything after it.
+ */
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
+import BetterSqlite3 from 'better-sqlite3';
+import { GroupCommitWriter } from '../../src/store/group-commit.js';
 import { Store } from '../../src/store/database.js';
 
 let store: Store | undefined;
@@ -24,7 +30,41 @@ describe('GroupCommitWriter', () => {
     expect(s.db.prepare('SELECT count(*) AS n FROM t').get()).toEqual({ n: 0 });
     await Promise.all(writes);
     expect(s.db.prepare('SELECT count(*) AS n FROM t').get()).toEqual({ n: 200 });
-    expect(s.writer.stats).toMatchObject({ commits: 1, writes: 200, largestBatch: 200 });
+    expect(s.writer.stats).toMatchObject({ commits: 1, syncs: 1, writes: 200, largestBatch: 200 });
+  });
+
+  it('resolves a write only after the WAL sync that follows its commit; commits made meanwhile share the next sync', async () => {
+    const s = open();
+    const insert = s.db.prepare('INSERT INTO t (k, v) VALUES (?, ?)');
+    let resolved = 0;
+    const first = s.writer.write(() => insert.run(1, 'a')).then(() => resolved++);
+    s.writer.flush(); // committed to the WAL; its fdatasync now runs in the thread pool
+    expect(s.db.prepare('SELECT count(*) AS n FROM t').get()).toEqual({ n: 1 });
+    await Promise.resolve();
+    expect(resolved).toBe(0); // committed, not yet synced: not acknowledged
+    const more = [2, 3, 4].map((k) => {
+      const p = s.writer.write(() => insert.run(k, 'b'));
+      s.writer.flush(); // three more commits while the first sync is in flight
+      return p;
+    });
+    expect(s.writer.stats).toMatchObject({ commits: 4, syncs: 0 });
+    await Promise.all([first, ...more]);
+    expect(resolved).toBe(1);
+    expect(s.writer.stats).toMatchObject({ commits: 4, syncs: 2, writes: 4 });
+  });
+
+  it('after a failed sync rejects what it covered and everything after, and says so once', async () => {
+    const db = new BetterSqlite3(join(mkdtempSync(join(tmpdir(), 'coord-gc-')), 'x.db'));
+    db.exec('CREATE TABLE t (k INTEGER PRIMARY KEY)');
+    const failures: Error[] = [];
+    // A WAL path that does not exist stands in for a disk that refuses to sync.
+    const writer = new GroupCommitWriter(db, '/nonexistent/x.db-wal', () => undefined, (err) => failures.push(err));
+    const insert = db.prepare('INSERT INTO t (k) VALUES (?)');
+    await expect(writer.write(() => insert.run(1))).rejects.toMatchObject({ code: 'COORD_ERR_STORE_WRITE' });
+    await expect(writer.write(() => insert.run(2))).rejects.toMatchObject({ code: 'COORD_ERR_STORE_WRITE' });
+    expect(failures).toHaveLength(1);
+    expect(writer.stats.failedWrites).toBe(1);
+    db.close();
   });
 
   it('isolates a failing write: it rejects with COORD_ERR_STORE_WRITE, its neighbours commit', async () => {
