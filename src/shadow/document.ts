@@ -79,35 +79,40 @@ export function metadataFor(value: JsonObject, timestamp: number): MetadataObjec
 }
 
 /**
- * Merges `patch` into `target` (both modified in place with their metadata): objects merge key by key,
- * `null` deletes a key, anything else — arrays included — replaces the value whole. An object left
- * without keys is removed, as AWS drops empty nodes.
+ * Merges `patch` into `target` and `meta` without changing them: objects merge key by key, `null`
+ * deletes a key, anything else — arrays included — replaces the value whole. Only the nodes on a
+ * patched path are copied; the rest is shared with the previous document (documents are immutable once
+ * built, see applyUpdate). An object left without keys is removed, as AWS drops empty nodes.
  */
-function mergeInto(target: JsonObject, meta: MetadataObject, patch: JsonObject, timestamp: number): void {
-  for (const [key, value] of Object.entries(patch)) {
+function merge(target: JsonObject, meta: MetadataObject, patch: JsonObject, timestamp: number): { state: JsonObject; meta: MetadataObject } {
+  const state: JsonObject = { ...target };
+  const metadata: MetadataObject = { ...meta };
+  for (const key of Object.keys(patch)) {
+    const value = patch[key]!;
     if (value === null) {
-      delete target[key];
-      delete meta[key];
+      delete state[key];
+      delete metadata[key];
     } else if (isJsonObject(value)) {
-      const child = isJsonObject(target[key]) ? target[key] : {};
-      const existingMeta = meta[key];
+      const existing = state[key];
+      const existingMeta = metadata[key];
       const childMeta: MetadataObject =
-        isJsonObject(target[key]) && typeof existingMeta === 'object' && !Array.isArray(existingMeta) && !('timestamp' in existingMeta)
-          ? (existingMeta)
+        isJsonObject(existing) && typeof existingMeta === 'object' && !Array.isArray(existingMeta) && !('timestamp' in existingMeta)
+          ? existingMeta
           : {};
-      mergeInto(child, childMeta, value, timestamp);
-      if (Object.keys(child).length === 0) {
-        delete target[key];
-        delete meta[key];
+      const child = merge(isJsonObject(existing) ? existing : {}, childMeta, value, timestamp);
+      if (Object.keys(child.state).length === 0) {
+        delete state[key];
+        delete metadata[key];
       } else {
-        target[key] = child;
-        meta[key] = childMeta;
+        state[key] = child.state;
+        metadata[key] = child.meta;
       }
     } else {
-      target[key] = structuredClone(value);
-      meta[key] = leafMetadata(value, timestamp);
+      state[key] = value;
+      metadata[key] = leafMetadata(value, timestamp);
     }
   }
+  return { state, meta: metadata };
 }
 
 /** Deep equality of JSON values (arrays by position, objects by key set). */
@@ -136,7 +141,7 @@ export function computeDelta(desired: JsonObject | undefined, reported: JsonObje
       const inner = computeDelta(want, have);
       if (inner) delta[key] = inner;
     } else if (!jsonEqual(want, have)) {
-      delta[key] = structuredClone(want);
+      delta[key] = want; // shared: documents are immutable
     }
   }
   return Object.keys(delta).length > 0 ? delta : undefined;
@@ -154,7 +159,7 @@ export function deltaMetadata(delta: JsonObject, desiredMeta: MetadataObject | u
 }
 
 function snapshot(doc: ShadowDocument): Record<string, unknown> {
-  return { state: structuredClone(doc.state), metadata: structuredClone(doc.metadata), version: doc.version };
+  return { state: doc.state, metadata: doc.metadata, version: doc.version };
 }
 
 function withToken(payload: Record<string, unknown>, clientToken: string | undefined): Record<string, unknown> {
@@ -165,48 +170,49 @@ function withToken(payload: Record<string, unknown>, clientToken: string | undef
  * Applies a validated update. `current` is the stored document (undefined when the shadow does not
  * exist); `lastVersion` is the version it had, or had when it was deleted (0 if it never existed), so
  * versions continue across a delete. Throws ShadowRequestError 409 on a version mismatch.
+ *
+ * Documents and payloads are immutable values that share structure: the new document reuses every node
+ * of `current` the update did not touch and the request's own values, and the payloads reuse both. So
+ * the request must not be changed after this call, and nobody may change what it returns (the shadow
+ * service hands out copies where a caller could).
  */
 export function applyUpdate(current: ShadowDocument | undefined, lastVersion: number, request: UpdateRequest, now: number): UpdateResult {
   const currentVersion = current?.version ?? lastVersion;
   // AWS shadow: 409 "Version conflict" when the request names a version other than the current one.
   if (request.version !== undefined && request.version !== currentVersion) throw new ShadowRequestError(409, 'Version conflict');
 
-  const document: ShadowDocument = current
-    ? { state: structuredClone(current.state), metadata: structuredClone(current.metadata), version: currentVersion + 1, timestamp: now }
-    : { state: {}, metadata: {}, version: currentVersion + 1, timestamp: now };
-
+  const state: ShadowDocument['state'] = { ...current?.state };
+  const metadata: ShadowDocument['metadata'] = { ...current?.metadata };
   const acceptedMeta: Record<string, unknown> = {};
   for (const section of ['desired', 'reported'] as const) {
     const patch = request.state[section];
     if (patch === undefined) continue;
     if (patch === null) {
       // `desired: null` / `reported: null` removes the whole section.
-      delete document.state[section];
-      delete document.metadata[section];
+      delete state[section];
+      delete metadata[section];
       acceptedMeta[section] = { timestamp: now };
       continue;
     }
-    const target = document.state[section] ?? {};
-    const meta = document.metadata[section] ?? {};
-    mergeInto(target, meta, patch, now);
-    if (Object.keys(target).length === 0) {
-      delete document.state[section];
-      delete document.metadata[section];
+    const merged = merge(state[section] ?? {}, metadata[section] ?? {}, patch, now);
+    if (Object.keys(merged.state).length === 0) {
+      delete state[section];
+      delete metadata[section];
     } else {
-      document.state[section] = target;
-      document.metadata[section] = meta;
+      state[section] = merged.state;
+      metadata[section] = merged.meta;
     }
     acceptedMeta[section] = metadataFor(patch, now);
   }
+  const document: ShadowDocument = { state, metadata, version: currentVersion + 1, timestamp: now };
 
-  const accepted = withToken(
-    { state: structuredClone(request.state), metadata: acceptedMeta, version: document.version, timestamp: now },
-    request.clientToken,
-  );
-  const documents = withToken(
-    { ...(current ? { previous: snapshot(current) } : {}), current: snapshot(document), timestamp: now },
-    request.clientToken,
-  );
+  const token = request.clientToken;
+  const accepted: Record<string, unknown> = { state: request.state, metadata: acceptedMeta, version: document.version, timestamp: now };
+  if (token !== undefined) accepted.clientToken = token;
+  const documents: Record<string, unknown> = current
+    ? { previous: snapshot(current), current: snapshot(document), timestamp: now }
+    : { current: snapshot(document), timestamp: now };
+  if (token !== undefined) documents.clientToken = token;
   const result: UpdateResult = { document, accepted, documents };
 
   const delta = request.state.desired ? computeDelta(document.state.desired, document.state.reported) : undefined;
@@ -224,8 +230,8 @@ export function getResponse(doc: ShadowDocument, now: number, clientToken?: stri
   const delta = computeDelta(doc.state.desired, doc.state.reported);
   return withToken(
     {
-      state: { ...structuredClone(doc.state), ...(delta ? { delta } : {}) },
-      metadata: structuredClone(doc.metadata),
+      state: { ...doc.state, ...(delta ? { delta } : {}) },
+      metadata: doc.metadata,
       version: doc.version,
       timestamp: now,
     },

@@ -122,6 +122,18 @@ describe('partial updates, deletion and metadata', () => {
     update(base, { state: { reported: { color: null, lamp: { mode: 'cold' } } } }, T2);
     expect(base).toEqual(before);
   });
+
+  it('shares what an update did not touch with the previous document, and copies what it did', () => {
+    const first = update(undefined, { state: { reported: { lamp: { mode: 'warm', lux: 300 }, room: { name: 'hall' } } } }).document;
+    const before = structuredClone(first);
+    const second = update(first, { state: { reported: { lamp: { lux: 500 } } } }, T2, 1);
+    expect(first).toEqual(before);
+    expect(second.document.state.reported).toEqual({ lamp: { mode: 'warm', lux: 500 }, room: { name: 'hall' } });
+    expect(second.document.state.reported!.room).toBe(first.state.reported!.room);
+    expect(second.document.metadata.reported!.room).toBe(first.metadata.reported!.room);
+    expect(second.document.state.reported!.lamp).not.toBe(first.state.reported!.lamp);
+    expect(second.documents).toMatchObject({ previous: { state: before.state, version: 1 }, current: { version: 2 } });
+  });
 });
 
 describe('versions', () => {
