@@ -51,6 +51,15 @@ interface Entry {
   durable: ShadowDocument | undefined;
   durableVersion: number;
   inFlight: number;
+  /** The row write queued for the next commit, not yet run: later changes join it (see #persist). */
+  queued: QueuedWrite | undefined;
+}
+
+interface QueuedWrite {
+  readonly fromVersion: number;
+  doc: ShadowDocument | undefined;
+  version: number;
+  readonly durable: Promise<void>;
 }
 
 const key = (id: ShadowId): string => `${id.thing}\u0000${id.name ?? ''}`;
@@ -88,6 +97,7 @@ export class ShadowService extends EventEmitter<ShadowEvents> {
         durable: doc,
         durableVersion: row.version,
         inFlight: 0,
+        queued: undefined,
       });
     }
   }
@@ -128,7 +138,12 @@ export class ShadowService extends EventEmitter<ShadowEvents> {
     return getResponse(doc, this.#now(), clientToken);
   }
 
-  /** Applies a validated update; resolves once it is durable, with everything to publish. */
+  /**
+   * Applies a validated update; resolves once it is durable, with everything to publish. The service
+   * takes `request` over (its values become part of the document: do not change it afterwards), and
+   * the payloads it returns or emits share structure with the stored document: read them, serialize
+   * them, never change them (`document()` returns a private copy).
+   */
   update(id: ShadowId, request: UpdateRequest): Promise<UpdateResult> {
     checkNames(id.thing, id.name);
     const entry = this.#entry(id);
@@ -163,7 +178,7 @@ export class ShadowService extends EventEmitter<ShadowEvents> {
     const k = key(id);
     let entry = this.#entries.get(k);
     if (!entry) {
-      entry = { pending: undefined, pendingVersion: 0, durable: undefined, durableVersion: 0, inFlight: 0 };
+      entry = { pending: undefined, pendingVersion: 0, durable: undefined, durableVersion: 0, inFlight: 0, queued: undefined };
       this.#entries.set(k, entry);
     }
     return entry;
@@ -175,17 +190,37 @@ export class ShadowService extends EventEmitter<ShadowEvents> {
     entry.inFlight++;
   }
 
+  /**
+   * Makes `doc` (undefined = deleted) the shadow's row. Changes of one shadow that arrive before the
+   * next commit share one row write: only the newest document is serialized and written, over the
+   * version the first of them was computed from, and all of them are acknowledged by that commit.
+   */
   #persist(id: ShadowId, entry: Entry, fromVersion: number, doc: ShadowDocument | undefined): Promise<void> {
     const version = doc?.version ?? fromVersion;
-    const json = doc ? JSON.stringify(doc) : null;
-    const name = id.name ?? '';
-    return this.#store.writer
-      .write(() => {
-        const changed = this.#sql.write.run(json, version, id.thing, name, fromVersion).changes;
-        if (changed === 1) return;
-        if (fromVersion === 0 && this.#sql.insert.run(id.thing, name, json, version).changes === 1) return;
-        throw new Error(`shadow ${id.thing}/${name} is not at version ${fromVersion} on disk: an earlier write failed`);
-      })
+    let write = entry.queued;
+    if (write) {
+      write.doc = doc;
+      write.version = version;
+    } else {
+      const name = id.name ?? '';
+      const w: QueuedWrite = {
+        fromVersion,
+        doc,
+        version,
+        durable: this.#store.writer.write(() => {
+          // From here on later changes need a write of their own (this op may run twice: group commit
+          // retries a failed batch op by op).
+          if (entry.queued === w) entry.queued = undefined;
+          const json = w.doc ? JSON.stringify(w.doc) : null;
+          const changed = this.#sql.write.run(json, w.version, id.thing, name, w.fromVersion).changes;
+          if (changed === 1) return;
+          if (w.fromVersion === 0 && this.#sql.insert.run(id.thing, name, json, w.version).changes === 1) return;
+          throw new Error(`shadow ${id.thing}/${name} is not at version ${w.fromVersion} on disk: an earlier write failed`);
+        }),
+      };
+      write = entry.queued = w;
+    }
+    return write.durable
       .then(
         () => {
           entry.inFlight--;

@@ -40,12 +40,15 @@ describe('ShadowService', () => {
   it('applies concurrent updates of one shadow in arrival order, sharing group commits', async () => {
     const { store, shadows } = open();
     const commitsBefore = store.writer.stats.commits;
+    const rowWritesBefore = store.writer.stats.writes;
     const results = await Promise.all(
       Array.from({ length: 500 }, (_, i) => shadows.update({ thing: 'counter' }, { state: { reported: { n: i } }, clientToken: `t${i}` })),
     );
     expect(results.map((r) => r.document.version)).toEqual(Array.from({ length: 500 }, (_, i) => i + 1));
     expect(shadows.document({ thing: 'counter' })).toMatchObject({ state: { reported: { n: 499 } }, version: 500 });
     expect(store.writer.stats.commits - commitsBefore).toBeLessThan(10);
+    // Updates of one shadow waiting for the same commit share one row write.
+    expect(store.writer.stats.writes - rowWritesBefore).toBeLessThan(10);
   });
 
   it('checks optimistic versions against the newest accepted update', async () => {
