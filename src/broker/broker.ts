@@ -22,9 +22,17 @@ export interface Broker {
   shadowAccess: (clientId: string | undefined, thing: string, op: 'get' | 'update' | 'delete') => 401 | 403 | null;
   /** Connected clients, for status. */
   clients(): Client[];
+  /**
+   * Whether a message on `topic` would reach anyone: a connected subscriber or a persistent session's
+   * stored subscription. Lets publishers skip building payloads nobody receives.
+   */
+  hasSubscribers: (topic: string) => boolean | Promise<boolean>;
   /** Disconnects every client, stops the listeners. The store is left to its owner. */
   close(): Promise<void>;
 }
+
+/** Topics remembered as having no subscriber (see hasSubscribers); bounded, cleared when full. */
+const MAX_UNHEARD_TOPICS = 10_000;
 
 function listenerSpecs(config: CoordinatorConfig): ListenerSpec[] {
   const specs: ListenerSpec[] = [];
@@ -172,11 +180,35 @@ export async function startBroker(config: CoordinatorConfig, store: Store, log: 
   }
 
   const clients = (): Client[] => Object.values(clientMap());
+  // Every live subscription (any QoS, any session) is a handler in aedes' mqemitter; persistent sessions'
+  // QoS 1/2 subscriptions also stay in persistence while they are offline.
+  // A "no" is remembered until the next SUBSCRIBE anywhere (only a new subscription can turn it into a
+  // "yes"), so topics nobody listens to cost one map lookup.
+  const matcher = (aedes as unknown as { mq: { _matcher: { match(topic: string): unknown[] } } }).mq._matcher;
+  const unheard = new Set<string>();
+  let subscribes = 0; // a lookup that straddles a SUBSCRIBE must not store its "no"
+  aedes.on('subscribe', () => {
+    subscribes++;
+    unheard.clear();
+  });
+  const hasSubscribers = (topic: string): boolean | Promise<boolean> => {
+    if (unheard.has(topic)) return false;
+    if (matcher.match(topic).length > 0) return true;
+    const seen = subscribes;
+    return persistence.subscriptionsByTopic(topic).then((subs) => {
+      if (subs.length > 0) return true;
+      if (seen !== subscribes) return false;
+      if (unheard.size >= MAX_UNHEARD_TOPICS) unheard.clear();
+      unheard.add(topic);
+      return false;
+    });
+  };
 
   return {
     aedes,
     listeners,
     clients,
+    hasSubscribers,
     droppedMessages: () => persistence.droppedMessages,
     shadowAccess: (clientId, thing, op) =>
       authorizer.shadowAccess(clientId === undefined ? undefined : clientMap()[clientId], thing, op),

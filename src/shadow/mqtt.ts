@@ -16,6 +16,9 @@ function prefix(id: ShadowId): string {
   return `$aws/things/${id.thing}/shadow${id.name === undefined ? '' : `/name/${id.name}`}`;
 }
 
+/** Whether anyone would receive a message on a topic (see Broker.hasSubscribers). */
+export type HasSubscribers = (topic: string) => boolean | Promise<boolean>;
+
 /** The broker's authorization seam for shadow operations (null = allowed, else 401/403). */
 export type ShadowAccess = (clientId: string | undefined, thing: string, op: 'get' | 'update' | 'delete') => 401 | 403 | null;
 
@@ -25,12 +28,28 @@ export function attachShadowMqtt(
   shadows: ShadowService,
   limits: ShadowLimits,
   access: ShadowAccess,
+  hasSubscribers: HasSubscribers,
   log: Logger,
 ): Promise<() => Promise<void>> {
   const publish = (topic: string, payload: Record<string, unknown>): void => {
     broker.publish({ cmd: 'publish', topic, payload: Buffer.from(JSON.stringify(payload)), qos: 1, retain: false, dup: false }, (err) => {
       if (err) log.error({ err, topic, code: 'COORD_ERR_INTERNAL' }, 'shadow response not published');
     });
+  };
+
+  // /update/delta and /update/documents go to whoever listens, often no one: serializing a document
+  // pair nobody receives was a large share of an update's cost.
+  const publishIfHeard = (topic: string, payload: Record<string, unknown>): void => {
+    const heard = hasSubscribers(topic);
+    if (heard === true) publish(topic, payload);
+    else if (heard !== false) {
+      heard.then(
+        (yes) => {
+          if (yes) publish(topic, payload);
+        },
+        (err: unknown) => log.error({ err, topic, code: 'COORD_ERR_INTERNAL' }, 'shadow response not published'),
+      );
+    }
   };
 
   const reject = (id: ShadowId, op: string, err: unknown, payload: Buffer): void => {
@@ -73,8 +92,8 @@ export function attachShadowMqtt(
         shadows.update(id, parseUpdateRequest(payload, limits)).then(
           (result) => {
             publish(`${prefix(id)}/update/accepted`, result.accepted);
-            if (result.delta) publish(`${prefix(id)}/update/delta`, result.delta);
-            publish(`${prefix(id)}/update/documents`, result.documents);
+            if (result.delta) publishIfHeard(`${prefix(id)}/update/delta`, result.delta);
+            publishIfHeard(`${prefix(id)}/update/documents`, result.documents);
           },
           (err: unknown) => reject(id, op, err, payload),
         );
