@@ -98,7 +98,10 @@ class ManagedProcess {
     this.exited = false;
     this.exitCode = null;
     this.signal = null;
-    this.child = spawn(process.execPath, args, {
+    // BENCH_NODE_ARGS (e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof") profiles the processes under test;
+    // node refuses --cpu-prof in NODE_OPTIONS.
+    const nodeArgs = (process.env.BENCH_NODE_ARGS ?? '').split(' ').filter(Boolean);
+    this.child = spawn(process.execPath, [...nodeArgs, ...args], {
       cwd: REPO_ROOT,
       stdio: ['ignore', 'pipe', 'pipe'],
       env: { ...inheritedEnv(), NODE_ENV: 'production', ...options.env },
@@ -254,8 +257,8 @@ export async function spawnCoordinator({ logLevel = 'warn', label = 'coordinator
 }
 
 /** Spawns bench/bare-aedes.js (aedes, default in-memory persistence) and waits for its port line. */
-export async function spawnBareAedes({ label = 'bare aedes' } = {}) {
-  const proc = new ManagedProcess(label, [BARE_AEDES]);
+export async function spawnBareAedes({ label = 'bare aedes', appendEchoDir } = {}) {
+  const proc = new ManagedProcess(label, appendEchoDir ? [BARE_AEDES, '--append-echo', appendEchoDir] : [BARE_AEDES]);
   try {
     const port = await proc.waitForJsonLine((o) => (typeof o.port === 'number' ? o.port : undefined));
     return { kind: 'bare-aedes', label, pid: proc.pid, port, host: HOST, url: `mqtt://${HOST}:${port}`, proc, stop: () => proc.stop() };

@@ -38,6 +38,7 @@ import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import {
   adminStatus,
+  cleanup,
   connectClient,
   cpuSeconds,
   endClients,
@@ -48,10 +49,11 @@ import {
   removeTempDir,
   resultRow,
   round,
+  spawnBareAedes,
   spawnCoordinator,
 } from './lib.js';
 
-const ROUNDS = 3;
+const ROUNDS = 5;
 const WARMUP = 1_000;
 const COUNT = 10_000;
 const WINDOW = 100;
@@ -220,51 +222,55 @@ function rawAppend(dir, { appends, batch, record }) {
   }
 }
 
-/** One round of one case: warm-up, measured run with commit counters and CPU, then the baseline. */
-async function measureCase(coord, baselineDir, record, c) {
-  const updater = await openUpdater(coord, c.shadows);
-  let got;
-  let before;
-  let after;
-  let coordCpu0;
+/** Sends WARMUP then COUNT updates through `server`; returns rate, latencies and CPU of the server process. */
+async function drive(server, shadows) {
+  const updater = await openUpdater(server, shadows);
   try {
     await updater.run(WARMUP);
-    before = await adminStatus(coord.socketPath);
-    coordCpu0 = cpuSeconds(coord.pid);
+    const cpu0 = cpuSeconds(server.pid);
     const self0 = process.cpuUsage();
-    got = await updater.run(COUNT);
+    const got = await updater.run(COUNT);
     const self = process.cpuUsage(self0);
-    got.coordCpu = coordCpu0 === null ? null : cpuSeconds(coord.pid) - coordCpu0;
-    got.clientCpu = (self.user + self.system) / 1e6;
-    after = await adminStatus(coord.socketPath);
+    const serverCpu = cpu0 === null ? null : cpuSeconds(server.pid) - cpu0;
+    const accepted = got.latencies.length;
+    return {
+      rate: accepted / got.seconds,
+      seconds: got.seconds,
+      accepted,
+      rejected: got.rejected,
+      p50: percentile(got.latencies, 50),
+      p99: percentile(got.latencies, 99),
+      max: Math.max(...got.latencies),
+      cpuUsPerUpdate: serverCpu === null ? null : (serverCpu * 1e6) / Math.max(1, accepted),
+      cpuShare: serverCpu === null ? null : serverCpu / got.seconds,
+      clientCpuShare: (self.user + self.system) / 1e6 / got.seconds,
+    };
   } finally {
     await updater.close();
   }
-  const accepted = got.latencies.length;
+}
+
+/** One round of one case: the coordinator (with its commit counters), then the baseline broker. */
+async function measureCase(coord, baseline, c) {
+  const before = await adminStatus(coord.socketPath);
+  const got = await drive(coord, c.shadows);
+  const after = await adminStatus(coord.socketPath);
+  const base = await drive(baseline, c.shadows);
   const commits = after.store.commit.commits - before.store.commit.commits;
+  const syncs = after.store.commit.syncs - before.store.commit.syncs;
   const writes = after.store.commit.writes - before.store.commit.writes;
-  const avgBatch = commits > 0 ? writes / commits : 1;
-  const baseline = rawAppend(baselineDir, { appends: COUNT, batch: avgBatch, record });
-  const rate = accepted / got.seconds;
   return {
-    rate,
-    seconds: got.seconds,
-    accepted,
-    rejected: got.rejected,
-    p50: percentile(got.latencies, 50),
-    p99: percentile(got.latencies, 99),
-    max: Math.max(...got.latencies),
+    ...got,
+    // Counted from before the warm-up, so a little more than COUNT writes.
     commits,
+    syncs,
     writes,
-    avgBatch,
-    commitsPerSec: commits / got.seconds,
+    avgBatch: syncs > 0 ? writes / syncs : 1,
+    syncsPerSec: syncs / got.seconds,
     largestBatchSoFar: after.store.commit.largestBatch,
     failedWrites: after.store.commit.failedWrites,
-    coordCpuUsPerUpdate: got.coordCpu === null ? null : (got.coordCpu * 1e6) / Math.max(1, accepted),
-    coordCpuShare: got.coordCpu === null ? null : got.coordCpu / got.seconds,
-    clientCpuShare: got.clientCpu / got.seconds,
-    baseline,
-    ratio: rate / baseline.appendsPerSec,
+    baseline: base,
+    ratio: got.rate / base.rate,
   };
 }
 
@@ -272,9 +278,10 @@ function describe(r) {
   const rej = Object.keys(r.rejected).length ? `, rejected ${JSON.stringify(r.rejected)}` : '';
   return (
     `${Math.round(r.rate)} updates/s, p50 ${r.p50.toFixed(2)} ms, p99 ${r.p99.toFixed(2)} ms; ` +
-    `${r.commits} commits (${r.avgBatch.toFixed(1)}/batch, ${Math.round(r.commitsPerSec)} commits/s); ` +
-    `coordinator CPU ${r.coordCpuUsPerUpdate?.toFixed(1) ?? '?'} µs/update (${r.coordCpuShare?.toFixed(2) ?? '?'} core), client ${r.clientCpuShare.toFixed(2)} core; ` +
-    `baseline ${Math.round(r.baseline.appendsPerSec)} appends/s (${Math.round(r.baseline.syncsPerSec)} fdatasync/s of ${r.baseline.batch.toFixed(1)} records) → ${r.ratio.toFixed(2)}×${rej}`
+    `${r.commits} commits, ${r.syncs} syncs (${r.avgBatch.toFixed(1)} row writes/sync, ${Math.round(r.syncsPerSec)} syncs/s); ` +
+    `CPU ${r.cpuUsPerUpdate?.toFixed(1) ?? '?'} µs/update (${r.cpuShare?.toFixed(2) ?? '?'} core), client ${r.clientCpuShare.toFixed(2)} core; ` +
+    `baseline ${Math.round(r.baseline.rate)} updates/s, p50 ${r.baseline.p50.toFixed(2)} ms, p99 ${r.baseline.p99.toFixed(2)} ms, ` +
+    `CPU ${r.baseline.cpuUsPerUpdate?.toFixed(1) ?? '?'} µs/update → ${r.ratio.toFixed(2)}×${rej}`
   );
 }
 
@@ -283,6 +290,7 @@ export async function shadowUpdates({ log }) {
   const coord = await spawnCoordinator({ logLevel: 'warn' });
   const baselineDir = makeTempDir('ec-bench-append-');
   try {
+    const baseline = await spawnBareAedes({ label: 'bare aedes + append', appendEchoDir: baselineDir });
     const sameFs = statSync(baselineDir).dev === statSync(coord.dataDir).dev;
     const disk = { coordinatorDataDir: fsTypeOf(coord.dataDir), baselineDir: fsTypeOf(baselineDir), sameFilesystem: sameFs };
     if (!sameFs) log('WARNING: the baseline file and the coordinator database are on different file systems');
@@ -290,13 +298,13 @@ export async function shadowUpdates({ log }) {
     const single = rawAppend(baselineDir, { appends: 500, batch: 1, record });
     disk.fdatasyncPerSecBatch1 = round(single.syncsPerSec, 0);
     disk.msPerFdatasyncBatch1 = round(single.msPerBatch, 3);
-    log(`coordinator pid ${coord.pid} on ${coord.url}; ${disk.coordinatorDataDir}, document ${record.length} bytes; raw fdatasync of 1 record: ${Math.round(single.syncsPerSec)}/s`);
+    log(`coordinator pid ${coord.pid} on ${coord.url}, baseline pid ${baseline.pid}; ${disk.coordinatorDataDir}, document ${record.length} bytes; raw fdatasync of 1 record: ${Math.round(single.syncsPerSec)}/s`);
 
     const runs = Object.fromEntries(CASES.map((c) => [c.key, []]));
     for (let r = 0; r < ROUNDS; r++) {
       const order = r % 2 === 0 ? CASES : [...CASES].reverse();
       for (const c of order) {
-        const got = await measureCase(coord, baselineDir, record, c);
+        const got = await measureCase(coord, baseline, c);
         runs[c.key].push(got);
         log(`round ${r + 1} ${c.label}: ${describe(got)}`);
       }
@@ -307,7 +315,7 @@ export async function shadowUpdates({ log }) {
       const rs = runs[c.key];
       const med = (f) => median(rs.map(f));
       const rate = med((x) => x.rate);
-      const baselineRate = med((x) => x.baseline.appendsPerSec);
+      const baselineRate = med((x) => x.baseline.rate);
       const rejected = {};
       for (const x of rs) for (const [code, n] of Object.entries(x.rejected)) rejected[code] = (rejected[code] ?? 0) + n;
       const details = {
@@ -328,24 +336,24 @@ export async function shadowUpdates({ log }) {
         rejected,
         store: {
           commits: rs.map((x) => x.commits),
+          syncs: rs.map((x) => x.syncs),
           writes: rs.map((x) => x.writes),
-          updatesPerCommit: round(med((x) => x.avgBatch), 2),
-          commitsPerSec: round(med((x) => x.commitsPerSec), 0),
+          rowWritesPerSync: round(med((x) => x.avgBatch), 2),
+          syncsPerSec: round(med((x) => x.syncsPerSec), 0),
           largestBatch: rs[rs.length - 1].largestBatchSoFar,
           failedWrites: rs[rs.length - 1].failedWrites,
         },
         cpu: {
-          coordinatorUsPerUpdate: round(med((x) => x.coordCpuUsPerUpdate ?? NaN), 1),
-          coordinatorCores: round(med((x) => x.coordCpuShare ?? NaN), 2),
+          coordinatorUsPerUpdate: round(med((x) => x.cpuUsPerUpdate ?? NaN), 1),
+          coordinatorCores: round(med((x) => x.cpuShare ?? NaN), 2),
+          baselineUsPerUpdate: round(med((x) => x.baseline.cpuUsPerUpdate ?? NaN), 1),
           clientCores: round(med((x) => x.clientCpuShare), 2),
         },
         baseline: {
-          what: 'raw append + fdatasync per batch, batch = the coordinator’s average batch in the same round',
-          appendsPerSec: rs.map((x) => round(x.baseline.appendsPerSec, 0)),
-          batch: rs.map((x) => round(x.baseline.batch, 2)),
-          fdatasyncPerSec: rs.map((x) => round(x.baseline.syncsPerSec, 0)),
-          msPerBatch: rs.map((x) => round(x.baseline.msPerBatch, 3)),
-          recordBytes: rs[0].baseline.recordBytes,
+          what: 'bare aedes answering each update after appending it to a file, pipelined group fdatasync (bench/bare-aedes.js --append-echo)',
+          runs: rs.map((x) => round(x.baseline.rate, 0)),
+          p50Ms: rs.map((x) => round(x.baseline.p50, 3)),
+          p99Ms: rs.map((x) => round(x.baseline.p99, 3)),
         },
         pairedRatios: rs.map((x) => round(x.ratio, 3)),
         medianPairedRatio: round(med((x) => x.ratio), 3),
@@ -360,10 +368,10 @@ export async function shadowUpdates({ log }) {
           details,
         }),
         resultRow({
-          name: `shadow updates vs raw append, ${c.label}`,
+          name: `shadow updates vs durable append echo, ${c.label}`,
           value: rate,
           unit: 'updates/s',
-          baseline: 'append+fdatasync',
+          baseline: 'aedes+append+fdatasync',
           baselineValue: baselineRate,
           target: { of: 'ratio', op: '>=', value: TARGET_RATIO },
           details: { see: `shadow updates, ${c.label}`, pairedRatios: details.pairedRatios, baseline: details.baseline, store: details.store },
@@ -374,7 +382,8 @@ export async function shadowUpdates({ log }) {
     }
     return rows;
   } finally {
-    removeTempDir(baselineDir);
     await coord.stop();
+    await cleanup();
+    removeTempDir(baselineDir);
   }
 }

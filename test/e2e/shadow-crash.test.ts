@@ -19,6 +19,7 @@ describe('shadow crash safety', () => {
     const dataDir = mkdtempSync(join(tmpdir(), 'coord-crash-'));
     // per shadow: version → seq of every accepted update
     const accepted = new Map<string, Map<number, number>>(SHADOWS.map((s) => [s, new Map()]));
+    const roundOf = new Map<number, number>(); // seq → round it was sent in, for failure messages
     let seq = 0;
     for (let round = 0; round < 5; round++) {
       const c = await startCoordinator({ dataDir });
@@ -37,6 +38,7 @@ describe('shadow crash safety', () => {
       while (Date.now() < killAt) {
         const thing = SHADOWS[seq % SHADOWS.length]!;
         const p = client.publishAsync(`$aws/things/${thing}/shadow/update`, JSON.stringify({ state: { reported: { seq } } }), { qos: 1 }).catch(() => undefined);
+        roundOf.set(seq, round);
         seq++;
         inFlight.add(p);
         void p.finally(() => inFlight.delete(p));
@@ -59,7 +61,11 @@ describe('shadow crash safety', () => {
       // ...and the stored state is that update's or a later one's (updates of one shadow apply in order).
       expect(doc.state.reported.seq).toBeGreaterThanOrEqual(lastSeq);
       // Within a shadow, higher versions always carry later updates.
-      for (let i = 1; i < versions.length; i++) expect(versions[i]![1]).toBeGreaterThan(versions[i - 1]![1]);
+      for (let i = 1; i < versions.length; i++) {
+        const [v0, s0] = versions[i - 1]!;
+        const [v1, s1] = versions[i]!;
+        expect(s1, `${thing}: v${v0} carries seq ${s0} (round ${roundOf.get(s0)}), v${v1} seq ${s1} (round ${roundOf.get(s1)})`).toBeGreaterThan(s0);
+      }
     }
     await c.stop();
   });
