@@ -93,4 +93,25 @@ describe('shadow MQTT API', () => {
     expect(json((await box.next((t) => t.endsWith('/get/rejected'))).payload)).toMatchObject({ code: 404 });
     await c.stop();
   });
+
+  it('answers 429 Too many requests beyond shadows.maxInFlightPerShadow, and applies the rest in order', async () => {
+    const c = await startCoordinator({ env: { COORDINATOR_SHADOWS__MAX_IN_FLIGHT_PER_SHADOW: '3' } });
+    const app = await connect(c.url, { clientId: 'burst' });
+    const box = inbox(app);
+    await app.subscribeAsync('$aws/things/meter/shadow/update/+', { qos: 1 });
+    // One write: every update reaches the coordinator in the same read, before any of them can commit.
+    const N = 40;
+    for (let i = 0; i < N; i++) app.publish('$aws/things/meter/shadow/update', JSON.stringify({ state: { reported: { n: i } }, clientToken: `b${i}` }), { qos: 0 });
+    await box.count(N, (t) => t.endsWith('/accepted') || t.endsWith('/rejected'), 10_000);
+    const answers = box.messages.filter((m) => m.topic.startsWith('$aws/things/meter/shadow/update/')).map((m) => ({ topic: m.topic, body: json(m.payload) }));
+    const rejected = answers.filter((a) => a.topic.endsWith('/rejected'));
+    const accepted = answers.filter((a) => a.topic.endsWith('/accepted'));
+    expect(rejected.length).toBeGreaterThan(0);
+    for (const r of rejected) expect(r.body).toMatchObject({ code: 429, message: 'Too many requests', clientToken: expect.stringMatching(/^b\d+$/) as string });
+    // Versions follow arrival order among the accepted ones, with no gaps.
+    const ns = accepted.map((a) => (a.body.state as { reported: { n: number } }).reported.n);
+    expect(ns).toEqual([...ns].sort((x, y) => x - y));
+    expect(accepted.map((a) => a.body.version)).toEqual(accepted.map((_, i) => i + 1));
+    await c.stop();
+  });
 });
