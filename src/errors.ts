@@ -99,6 +99,66 @@ export const ERRORS = {
     meaning: 'A seed shadow document (*.json in the data directory) could not be applied; it was skipped.',
     remedy: 'Fix the file named in the log: {"thingName", "shadowName"?, "state": {"desired"?, "reported"?}} with a valid state.',
   },
+  COORD_ERR_TASK_UNKNOWN: {
+    meaning: 'No task of that name is installed.',
+    remedy: 'Check the name with `coordinator tasks list`.',
+  },
+  COORD_ERR_TASK_QUEUE_FULL: {
+    meaning: "An invocation was refused because the task's queue already held limits.queueDepth invocations.",
+    remedy: 'The task cannot keep up: raise its concurrency or queueDepth, make it faster, or send fewer events; `coordinator tasks show NAME` counts refusals.',
+  },
+  COORD_ERR_TASK_BROKEN: {
+    meaning: 'An invocation was refused because the task is BROKEN (3 consecutive failed invocations).',
+    remedy: 'Read `coordinator tasks logs NAME`, fix the task and deploy it again (a new deployment or a coordinator restart clears BROKEN).',
+  },
+  COORD_ERR_TASK_TIMEOUT: {
+    meaning: 'An invocation ran longer than the task\'s limits.timeoutMs and was stopped; its isolate was recreated.',
+    remedy: 'Make the task finish sooner (no busy loops, await what it starts) or raise limits.timeoutMs.',
+  },
+  COORD_ERR_TASK_MEMORY: {
+    meaning: "An invocation exceeded the task's limits.memoryMb; its isolate was disposed and recreated.",
+    remedy: 'Keep less in memory (state belongs in ctx.state) or raise limits.memoryMb.',
+  },
+  COORD_ERR_TASK_THREW: {
+    meaning: 'The task threw an exception or returned a rejected promise.',
+    remedy: 'The message and stack come from the task; fix the task.',
+  },
+  COORD_ERR_TASK_HOST_CRASHED: {
+    meaning: 'The task host process died while the invocation was queued in it or running; the core restarts the host.',
+    remedy: 'Usually a V8 fatal error caused by a task: the log line before it names the host exit; the invocation may be retried.',
+  },
+  COORD_ERR_TASK_LOAD: {
+    meaning: 'A task bundle could not be loaded: it failed to compile or evaluate, imports a module, or has no default export with onEvent.',
+    remedy: 'Bundle the task as one ES module whose default export has onEvent(event, ctx) (`coordinator bundle DIR` checks it).',
+  },
+  COORD_ERR_TASK_DENIED: {
+    meaning: "A task's host API call (publish, shadow, device) was outside the permissions its manifest grants; nothing was done.",
+    remedy: 'Grant the topic or shadow in the task\'s permissions, or stop the task from making the call.',
+  },
+  COORD_ERR_TASK_BAD_CALL: {
+    meaning: 'A task called the host API with invalid arguments (bad topic, non-JSON value, unknown method).',
+    remedy: 'Fix the call as the message says; see docs/tasks.md for the ctx API.',
+  },
+  COORD_ERR_TASK_LIMIT: {
+    meaning: 'A task exceeded a sandbox limit: result or payload size, publishes per invocation, pending timers, or state size.',
+    remedy: 'Stay inside the limit named in the message (docs/tasks.md lists them) or raise it in the configuration.',
+  },
+  COORD_ERR_TASK_CANCELLED: {
+    meaning: 'A queued or running invocation was cancelled because its task was replaced or removed, or the coordinator is stopping.',
+    remedy: 'None needed; events sent after the new tasks are active reach them.',
+  },
+  COORD_ERR_TASK_MANIFEST: {
+    meaning: 'A task folder has a missing or invalid task.json manifest, or two tasks share a name.',
+    remedy: 'Fix every listed problem in the manifest (docs/tasks.md describes the format).',
+  },
+  COORD_ERR_TASK_BUNDLE: {
+    meaning: "A task's TypeScript source could not be bundled (esbuild reported errors).",
+    remedy: 'Fix the reported source errors; `coordinator bundle DIR` shows them without starting.',
+  },
+  COORD_ERR_ROUTE_INVALID: {
+    meaning: 'A route or trigger is invalid: bad topic filter, bad cron expression or time zone, unknown source or target task.',
+    remedy: 'Fix the route as the message says (docs/tasks.md, "Routes and triggers").',
+  },
   COORD_ERR_ADMIN_UNREACHABLE: {
     meaning: 'The CLI could not reach a running coordinator on the admin socket.',
     remedy: 'Start the coordinator, or point the CLI at its data directory with --data-dir / --config.',
