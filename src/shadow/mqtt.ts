@@ -83,29 +83,40 @@ export function attachShadowMqtt(
         const { clientToken } = parseSimpleRequest(payload, limits);
         publish(`${prefix(id)}/get/accepted`, shadows.get(id, clientToken));
       } else if (op === 'delete') {
+        // Accepted deletes and updates are published from the service's events (below).
         const { clientToken } = parseSimpleRequest(payload, limits);
-        shadows.delete(id, clientToken).then(
-          (accepted) => publish(`${prefix(id)}/delete/accepted`, accepted),
-          (err: unknown) => reject(id, op, err, payload),
-        );
+        shadows.delete(id, clientToken).catch((err: unknown) => reject(id, op, err, payload));
       } else {
-        shadows.update(id, parseUpdateRequest(payload, limits)).then(
-          (result) => {
-            publish(`${prefix(id)}/update/accepted`, result.accepted);
-            if (result.delta) publishIfHeard(`${prefix(id)}/update/delta`, result.delta);
-            publishIfHeard(`${prefix(id)}/update/documents`, result.documents);
-          },
-          (err: unknown) => reject(id, op, err, payload),
-        );
+        shadows.update(id, parseUpdateRequest(payload, limits)).catch((err: unknown) => reject(id, op, err, payload));
       }
     } catch (err) {
       reject(id, op, err, payload);
     }
   };
 
+  // AWS shadow: /update/accepted, /delta, /documents and /delete/accepted are published for every
+  // accepted change, whoever made it (a device over MQTT, a task, the CLI, the deployment agent).
+  const onAccepted = (id: ShadowId, payload: Record<string, unknown>): void => publish(`${prefix(id)}/update/accepted`, payload);
+  const onDelta = (id: ShadowId, payload: Record<string, unknown>): void => publishIfHeard(`${prefix(id)}/update/delta`, payload);
+  const onDocuments = (id: ShadowId, payload: Record<string, unknown>): void => publishIfHeard(`${prefix(id)}/update/documents`, payload);
+  const onDeleted = (id: ShadowId, payload: Record<string, unknown>): void => publish(`${prefix(id)}/delete/accepted`, payload);
+  shadows.on('accepted', onAccepted);
+  shadows.on('delta', onDelta);
+  shadows.on('documents', onDocuments);
+  shadows.on('deleted', onDeleted);
+  const detachEvents = (): void => {
+    shadows.off('accepted', onAccepted);
+    shadows.off('delta', onDelta);
+    shadows.off('documents', onDocuments);
+    shadows.off('deleted', onDeleted);
+  };
+
   // Only the request topics: a `#` filter would also hand every response we publish back to us.
   const filters = ['get', 'update', 'delete'].flatMap((op) => [`$aws/things/+/shadow/${op}`, `$aws/things/+/shadow/name/+/${op}`]);
   const each = (fn: (filter: string, done: () => void) => void): Promise<void> =>
     Promise.all(filters.map((f) => new Promise<void>((done) => fn(f, done)))).then(() => undefined);
-  return each((f, done) => broker.subscribe(f, handle, done)).then(() => () => each((f, done) => broker.unsubscribe(f, handle, done)));
+  return each((f, done) => broker.subscribe(f, handle, done)).then(() => () => {
+    detachEvents();
+    return each((f, done) => broker.unsubscribe(f, handle, done));
+  });
 }

@@ -30,6 +30,8 @@ export interface ShadowId {
 
 /** Events a watcher receives. */
 export interface ShadowEvents {
+  /** Payload of /update/accepted, for every accepted update whatever face it came through. */
+  accepted: [id: ShadowId, payload: Record<string, unknown>];
   delta: [id: ShadowId, payload: Record<string, unknown>];
   documents: [id: ShadowId, payload: Record<string, unknown>];
   deleted: [id: ShadowId, payload: Record<string, unknown>];
@@ -153,6 +155,7 @@ export class ShadowService extends EventEmitter<ShadowEvents> {
     entry.pending = result.document;
     entry.pendingVersion = result.document.version;
     return this.#persist(id, entry, from, result.document).then(() => {
+      this.emit('accepted', id, result.accepted);
       if (result.delta) this.emit('delta', id, result.delta);
       this.emit('documents', id, result.documents);
       return result;

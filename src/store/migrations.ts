@@ -56,4 +56,13 @@ export const MIGRATIONS: readonly string[] = [
     PRIMARY KEY (thing, name)
   ) WITHOUT ROWID;
   `,
+  // 3: persistent per-task key-value state (ctx.state), values as JSON.
+  `
+  CREATE TABLE task_state (
+    task  TEXT NOT NULL,
+    key   TEXT NOT NULL,
+    value TEXT NOT NULL,
+    PRIMARY KEY (task, key)
+  ) WITHOUT ROWID;
+  `,
 ];

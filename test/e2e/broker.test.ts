@@ -101,7 +101,7 @@ describe('coordinator status', () => {
       listeners: [{ name: 'mqtt', port: c.port, anonymous: true }],
       clients: { connected: 1, ids: ['thermostat-7'] },
       droppedMessages: 0,
-      store: { ok: true, schemaVersion: 2 },
+      store: { ok: true, schemaVersion: 3 },
     });
     expect(typeof status.uptimeSeconds).toBe('number');
     expect(status.version).toMatch(/^\d+\.\d+\.\d+/);

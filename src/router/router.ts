@@ -1,0 +1,63 @@
+/**
+ * The route table: (source, topic filter) → target, where a source is a device (by client id, or any),
+ * a task, or the shadow service, and a target is a task or the broker. A message matching no route
+ * reaches no task. Matching uses qlobber (the trie aedes itself matches subscriptions with), so the cost
+ * per message does not grow with the number of routes.
+ */
+import { Qlobber } from 'qlobber';
+import { CoordinatorError } from '../errors.js';
+import { validateFilter } from './topic.js';
+
+/** Where a message came from. */
+export type MessageSource = { kind: 'device'; id: string } | { kind: 'task'; id: string } | { kind: 'shadow' };
+
+/** A compiled route. */
+export interface Route {
+  readonly source: string;
+  readonly filter: string;
+  /** A task name, or undefined for the broker. */
+  readonly task?: string | undefined;
+}
+
+function sourceMatches(pattern: string, source: MessageSource): boolean {
+  if (pattern === '*') return true;
+  if (source.kind === 'shadow') return pattern === 'shadow';
+  const [kind, id] = [pattern.slice(0, pattern.indexOf(':')), pattern.slice(pattern.indexOf(':') + 1)];
+  return kind === source.kind && (id === '*' || id === source.id);
+}
+
+/** Parses `task:<name>` / `broker` into a route target; throws COORD_ERR_ROUTE_INVALID. */
+export function parseTarget(target: string): string | undefined {
+  if (target === 'broker') return undefined;
+  if (target.startsWith('task:') && target.length > 5) return target.slice(5);
+  throw new CoordinatorError('COORD_ERR_ROUTE_INVALID', `route target ${JSON.stringify(target)} must be broker or task:<name>`);
+}
+
+/** An immutable route table. */
+export class RouteTable {
+  readonly routes: readonly Route[];
+  readonly #trie: Qlobber;
+
+  constructor(routes: readonly Route[]) {
+    for (const r of routes) {
+      const problem = validateFilter(r.filter);
+      if (problem) throw new CoordinatorError('COORD_ERR_ROUTE_INVALID', `route filter ${JSON.stringify(r.filter)} ${problem}`);
+    }
+    this.routes = routes;
+    // [MQTT-4.7] semantics: '+' one level, '#' any remaining levels including none.
+    this.#trie = new Qlobber({ separator: '/', wildcard_one: '+', wildcard_some: '#', match_empty_levels: true });
+    for (const r of routes) this.#trie.add(r.filter, r);
+  }
+
+  /** The routes a message from `source` on `topic` follows (each route at most once). */
+  match(source: MessageSource, topic: string): Route[] {
+    const hits = this.#trie.match(topic) as Route[];
+    const out: Route[] = [];
+    for (const r of hits) {
+      // [MQTT-4.7.2-1] wildcard-first filters do not match '$' topics.
+      if (topic.startsWith('$') && (r.filter.startsWith('+') || r.filter.startsWith('#'))) continue;
+      if (sourceMatches(r.source, source) && !out.includes(r)) out.push(r);
+    }
+    return out;
+  }
+}

@@ -1,0 +1,241 @@
+/**
+ * The code that runs inside every task isolate before the task: it builds the sandbox's globals
+ * (console, bounded timers, TextEncoder/TextDecoder) and the `ctx` handed to the task, and it is the only
+ * code that holds the host's handles. A bare V8 context has no require, process, file system or network;
+ * this module adds nothing that reaches them.
+ *
+ * Why a module evaluated before the task, exporting its entry points: the task cannot import it (its
+ * resolver refuses every specifier) and never sees its scope, so the isolated-vm Reference and Callbacks
+ * given to `init` stay in this closure. Intrinsics are captured at evaluation, before task code could
+ * replace them, and everything that crosses to the host is a JSON string built with the captured
+ * JSON.stringify, so poisoned prototypes in the task's realm cannot reach the host.
+ */
+export const BOOTSTRAP_SOURCE = String.raw`
+const G = globalThis;
+const { parse: jsonParse, stringify: jsonStringify } = JSON;
+const ReflectApply = Reflect.apply;
+const ObjectFreeze = Object.freeze;
+const ObjectDefineProperty = Object.defineProperty;
+const MapCtor = Map;
+const ErrorCtor = Error;
+const StringCtor = String;
+const ArrayIsArray = Array.isArray;
+const Uint8ArrayCtor = Uint8Array;
+const ArrayBufferCtor = ArrayBuffer;
+const isView = ArrayBuffer.isView;
+const fromCharCode = String.fromCharCode;
+const PromiseCtor = Promise;
+const promiseThen = Promise.prototype.then;
+const mapGet = Map.prototype.get;
+const mapSet = Map.prototype.set;
+const mapDelete = Map.prototype.delete;
+const mapClear = Map.prototype.clear;
+const mapHas = Map.prototype.has;
+const mapSize = Object.getOwnPropertyDescriptor(Map.prototype, 'size').get;
+
+// Surfaces a task never needs and that only widen what a hostile one can do.
+for (const name of ['WebAssembly', 'SharedArrayBuffer', 'Atomics']) delete G[name];
+
+let hostCall; let hostCallApply; let hostLog; let hostTimer;
+let task; let config; let maxTimers = 64;
+const timers = new MapCtor();
+let nextTimerId = 1;
+const NO_PROTO_CALL = { __proto__: null, arguments: { __proto__: null, copy: true }, result: { __proto__: null, promise: true, copy: true } };
+
+function codedError(code, message) {
+  const err = new ErrorCtor(message);
+  ObjectDefineProperty(err, 'code', { value: code, enumerable: true });
+  return err;
+}
+
+function toJson(value, what) {
+  let text;
+  try { text = jsonStringify(value); } catch (e) { throw codedError('COORD_ERR_TASK_BAD_CALL', what + ' is not JSON-serializable: ' + (e && e.message)); }
+  return text === undefined ? 'null' : text;
+}
+
+async function call(invocationId, method, args) {
+  const pending = ReflectApply(hostCallApply, hostCall, [undefined, [method, jsonStringify(args), invocationId], NO_PROTO_CALL]);
+  const answer = jsonParse(await pending);
+  if (answer.ok) return answer.value;
+  throw codedError(answer.error.code, answer.error.message);
+}
+
+function format(args) {
+  let out = '';
+  for (let i = 0; i < args.length; i++) {
+    const a = args[i];
+    let s;
+    if (typeof a === 'string') s = a;
+    else if (a instanceof ErrorCtor) s = (a.stack || (a.name + ': ' + a.message));
+    else { try { s = jsonStringify(a); } catch { s = StringCtor(a); } if (s === undefined) s = StringCtor(a); }
+    out += (i ? ' ' : '') + s;
+  }
+  return out;
+}
+
+function logger(invocationId) {
+  const at = (level) => (...args) => { hostLog(invocationId, level, format(args)); };
+  return ObjectFreeze({ debug: at('debug'), info: at('info'), warn: at('warn'), error: at('error') });
+}
+
+// The current invocation, for console.* (one isolate runs one invocation at a time, except pinned tasks).
+let currentInvocation = 'none';
+const consoleLevels = { log: 'info', info: 'info', debug: 'debug', warn: 'warn', error: 'error', trace: 'debug' };
+const consoleObj = {};
+for (const k of ['log', 'info', 'debug', 'warn', 'error', 'trace']) consoleObj[k] = (...args) => { hostLog(currentInvocation, consoleLevels[k], format(args)); };
+G.console = ObjectFreeze(consoleObj);
+
+// --- timers: the host keeps the clock; callbacks run through fire(id) with the task's time limit.
+function addTimer(fn, ms, args, repeat) {
+  if (typeof fn !== 'function') throw codedError('COORD_ERR_TASK_BAD_CALL', 'timer callback must be a function');
+  if (ReflectApply(mapSize, timers, []) >= maxTimers) throw codedError('COORD_ERR_TASK_LIMIT', 'too many pending timers (limit ' + maxTimers + ')');
+  let delay = +ms; if (!(delay >= 0)) delay = 0; if (delay > 2147483647) delay = 2147483647;
+  if (repeat && delay < 10) delay = 10;
+  const id = nextTimerId++;
+  ReflectApply(mapSet, timers, [id, { fn, args, repeat, invocation: currentInvocation }]);
+  hostTimer('set', id, delay, repeat);
+  return id;
+}
+function clearTimer(id) {
+  if (ReflectApply(mapDelete, timers, [id])) hostTimer('clear', id, 0, false);
+}
+G.setTimeout = (fn, ms, ...args) => addTimer(fn, ms, args, false);
+G.setInterval = (fn, ms, ...args) => addTimer(fn, ms, args, true);
+G.clearTimeout = clearTimer;
+G.clearInterval = clearTimer;
+G.queueMicrotask = (fn) => { ReflectApply(promiseThen, PromiseCtor.resolve(), [() => fn()]); };
+
+// --- UTF-8, the only encoding TextEncoder/TextDecoder speak here.
+function utf8Encode(input) {
+  const s = StringCtor(input === undefined ? '' : input);
+  const out = [];
+  for (let i = 0; i < s.length; i++) {
+    let c = s.charCodeAt(i);
+    if (c >= 0xd800 && c <= 0xdbff && i + 1 < s.length) {
+      const d = s.charCodeAt(i + 1);
+      if (d >= 0xdc00 && d <= 0xdfff) { c = 0x10000 + ((c - 0xd800) << 10) + (d - 0xdc00); i++; } else c = 0xfffd;
+    } else if (c >= 0xd800 && c <= 0xdfff) c = 0xfffd;
+    if (c < 0x80) out.push(c);
+    else if (c < 0x800) out.push(0xc0 | (c >> 6), 0x80 | (c & 63));
+    else if (c < 0x10000) out.push(0xe0 | (c >> 12), 0x80 | ((c >> 6) & 63), 0x80 | (c & 63));
+    else out.push(0xf0 | (c >> 18), 0x80 | ((c >> 12) & 63), 0x80 | ((c >> 6) & 63), 0x80 | (c & 63));
+  }
+  return new Uint8ArrayCtor(out);
+}
+function bytesOf(input) {
+  if (input instanceof ArrayBufferCtor) return new Uint8ArrayCtor(input);
+  if (isView(input)) return new Uint8ArrayCtor(input.buffer, input.byteOffset, input.byteLength);
+  throw new TypeError('expected an ArrayBuffer or a typed array');
+}
+function utf8Decode(input, fatal) {
+  const b = input === undefined ? new Uint8ArrayCtor(0) : bytesOf(input);
+  let out = ''; let i = 0;
+  const bad = () => { if (fatal) throw new TypeError('invalid UTF-8'); out += '\ufffd'; };
+  while (i < b.length) {
+    const c = b[i];
+    let need = 0; let cp = 0; let min = 0;
+    if (c < 0x80) { out += fromCharCode(c); i++; continue; }
+    else if (c >= 0xc2 && c <= 0xdf) { need = 1; cp = c & 31; min = 0x80; }
+    else if (c >= 0xe0 && c <= 0xef) { need = 2; cp = c & 15; min = 0x800; }
+    else if (c >= 0xf0 && c <= 0xf4) { need = 3; cp = c & 7; min = 0x10000; }
+    else { bad(); i++; continue; }
+    let j = 1;
+    for (; j <= need; j++) { const d = b[i + j]; if (d === undefined || (d & 0xc0) !== 0x80) break; cp = (cp << 6) | (d & 63); }
+    if (j <= need || cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) { bad(); i += Math.max(1, j); continue; }
+    i += need + 1;
+    if (cp >= 0x10000) { cp -= 0x10000; out += fromCharCode(0xd800 + (cp >> 10), 0xdc00 + (cp & 1023)); } else out += fromCharCode(cp);
+  }
+  return out;
+}
+class TextEncoder { get encoding() { return 'utf-8'; } encode(s) { return utf8Encode(s); } }
+class TextDecoder {
+  #fatal;
+  constructor(label = 'utf-8', options = {}) {
+    const l = StringCtor(label).toLowerCase();
+    if (l !== 'utf-8' && l !== 'utf8') throw new RangeError('only utf-8 is supported in the sandbox');
+    this.#fatal = !!(options && options.fatal);
+  }
+  get encoding() { return 'utf-8'; }
+  decode(input) { return utf8Decode(input, this.#fatal); }
+}
+G.TextEncoder = TextEncoder;
+G.TextDecoder = TextDecoder;
+
+const B64 = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/';
+function base64(bytes) {
+  let out = '';
+  for (let i = 0; i < bytes.length; i += 3) {
+    const n = (bytes[i] << 16) | ((bytes[i + 1] ?? 0) << 8) | (bytes[i + 2] ?? 0);
+    out += B64[(n >> 18) & 63] + B64[(n >> 12) & 63] + (i + 1 < bytes.length ? B64[(n >> 6) & 63] : '=') + (i + 2 < bytes.length ? B64[n & 63] : '=');
+  }
+  return out;
+}
+
+// --- ctx
+function payloadOf(payload) {
+  if (typeof payload === 'string') return { text: payload };
+  if (payload instanceof ArrayBufferCtor || isView(payload)) return { base64: base64(bytesOf(payload)) };
+  return { text: toJson(payload, 'payload') };
+}
+function checkKey(key) {
+  if (typeof key !== 'string' || key.length === 0) throw codedError('COORD_ERR_TASK_BAD_CALL', 'state keys are non-empty strings');
+  return key;
+}
+function makeCtx(invocationId) {
+  const c = (method, args) => call(invocationId, method, args);
+  return ObjectFreeze({
+    invocationId,
+    config: config === undefined ? undefined : jsonParse(config),
+    publish: (topic, payload, options) => c('publish', { topic: StringCtor(topic), payload: payloadOf(payload === undefined ? '' : payload), qos: options && options.qos === 1 ? 1 : 0 }),
+    shadow: ObjectFreeze({
+      get: (thing, name) => c('shadow.get', { thing: StringCtor(thing), name: name === undefined ? undefined : StringCtor(name) }),
+      update: (thing, request, name) => c('shadow.update', { thing: StringCtor(thing), name: name === undefined ? undefined : StringCtor(name), requestJson: toJson(request, 'shadow update') }),
+      delete: (thing, name) => c('shadow.delete', { thing: StringCtor(thing), name: name === undefined ? undefined : StringCtor(name) }),
+    }),
+    state: ObjectFreeze({
+      get: (key) => c('state.get', { key: checkKey(key) }),
+      set: (key, value) => c('state.set', { key: checkKey(key), valueJson: toJson(value, 'state value') }),
+      delete: (key) => c('state.delete', { key: checkKey(key) }),
+      keys: () => c('state.keys', {}),
+    }),
+    log: logger(invocationId),
+  });
+}
+
+function handler(name) {
+  const t = task && task.default;
+  const fn = t && t[name];
+  return typeof fn === 'function' ? fn : undefined;
+}
+
+async function invoke(name, invocationId, event) {
+  const fn = handler(name);
+  if (!fn) return 'null';
+  currentInvocation = invocationId;
+  const result = await ReflectApply(fn, task.default, event === undefined ? [makeCtx(invocationId)] : [event, makeCtx(invocationId)]);
+  return toJson(result, 'result');
+}
+
+export function init(callRef, logCb, timerCb, configJson, timerLimit) {
+  if (hostCall) throw new ErrorCtor('already initialised');
+  hostCall = callRef; hostCallApply = callRef.apply; hostLog = logCb; hostTimer = timerCb;
+  config = configJson; maxTimers = timerLimit;
+}
+export function setTask(namespaceRef) {
+  task = namespaceRef.deref();
+  return handler('onEvent') ? 'ok' : 'no onEvent';
+}
+export function run(invocationId, eventJson) { return invoke('onEvent', invocationId, jsonParse(eventJson)); }
+export function start(invocationId) { return invoke('onStart', invocationId, undefined); }
+export function stop(invocationId) { return invoke('onStop', invocationId, undefined); }
+export async function fire(id) {
+  const t = ReflectApply(mapGet, timers, [id]);
+  if (!t) return false;
+  if (!t.repeat) ReflectApply(mapDelete, timers, [id]);
+  currentInvocation = t.invocation;
+  await ReflectApply(t.fn, undefined, t.args);
+  return ReflectApply(mapHas, timers, [id]);
+}
+export function clearTimers() { ReflectApply(mapClear, timers, []); }
+`;

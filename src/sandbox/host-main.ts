@@ -1,0 +1,117 @@
+/**
+ * The task host process: owns every isolate, so that a V8 fatal error in a task kills this process and
+ * never the broker (isolated-vm's own guidance). The core spawns it with --no-node-snapshot (needed by
+ * isolated-vm on Node >= 20), supervises it, and talks to it over Node's IPC channel (./protocol.ts).
+ * It decides nothing: it loads what the core sends and forwards every host-API call to the core.
+ */
+import { RuntimeError, type RuntimeHost } from './isolate-runtime.js';
+import type { CoreToHost, HostToCore, LogLevel, WireError } from './protocol.js';
+import { TaskPool } from './task-pool.js';
+
+/** How long a pinned task waits before its isolate is recreated after it died outside an invocation. */
+const PINNED_REVIVE_MS = 1000;
+
+const pools = new Map<string, TaskPool>();
+const pendingCalls = new Map<number, { resolve: (json: string) => void }>();
+let nextCallId = 1;
+/** Log lines per invocation, to cut a flood short. */
+const logCounts = new Map<string, number>();
+
+function send(message: HostToCore): void {
+  // A core that went away leaves nothing to serve: exit rather than run tasks nobody controls.
+  if (!process.connected) process.exit(0);
+  process.send!(message);
+}
+
+function wire(err: unknown): WireError {
+  if (err instanceof RuntimeError) return { code: err.code, message: err.message, stack: err.stack };
+  const e = err as Error;
+  return { code: 'COORD_ERR_TASK_THREW', message: e?.message ?? String(err), stack: e?.stack };
+}
+
+function hostFor(key: string, maxLogLines: number): RuntimeHost {
+  return {
+    call: (invocationId, method, argsJson) =>
+      new Promise<string>((resolve) => {
+        const callId = nextCallId++;
+        pendingCalls.set(callId, { resolve });
+        send({ t: 'call', callId, key, invocationId, method, argsJson });
+      }),
+    log: (invocationId: string, level: LogLevel, text: string) => {
+      const n = (logCounts.get(invocationId) ?? 0) + 1;
+      logCounts.set(invocationId, n);
+      if (n <= maxLogLines) send({ t: 'log', key, invocationId, level, text: text.length > 4096 ? `${text.slice(0, 4096)}…` : text });
+      else if (n === maxLogLines + 1) send({ t: 'log', key, invocationId, level: 'warn', text: `more than ${maxLogLines} log lines in one invocation; the rest are dropped` });
+    },
+    failed: (error) => {
+      send({ t: 'failed', key, error });
+      const pool = pools.get(key);
+      if (pool?.task.lifecycle === 'pinned') {
+        setTimeout(() => {
+          pool.revive().catch((err: unknown) => send({ t: 'failed', key, error: wire(err) }));
+        }, PINNED_REVIVE_MS).unref();
+      }
+    },
+  };
+}
+
+async function load(message: Extract<CoreToHost, { t: 'load' }>): Promise<void> {
+  const { task } = message;
+  await pools.get(task.key)?.close();
+  const pool = new TaskPool(task, hostFor(task.key, task.maxLogLines));
+  pools.set(task.key, pool);
+  try {
+    await pool.open();
+    send({ t: 'loaded', key: task.key, ok: true });
+  } catch (err) {
+    pools.delete(task.key);
+    await pool.close();
+    send({ t: 'loaded', key: task.key, ok: false, error: wire(err) });
+  }
+}
+
+async function invoke(message: Extract<CoreToHost, { t: 'invoke' }>): Promise<void> {
+  const started = performance.now();
+  const pool = pools.get(message.key);
+  try {
+    if (!pool) throw new RuntimeError('COORD_ERR_TASK_CANCELLED', `no task loaded as ${message.key}`);
+    const valueJson = await pool.invoke(message.id, message.eventJson);
+    send({ t: 'result', id: message.id, ok: true, valueJson, ms: performance.now() - started });
+  } catch (err) {
+    send({ t: 'result', id: message.id, ok: false, error: wire(err), ms: performance.now() - started });
+  } finally {
+    logCounts.delete(message.id);
+  }
+}
+
+process.on('message', (raw: CoreToHost) => {
+  switch (raw.t) {
+    case 'load':
+      void load(raw);
+      break;
+    case 'invoke':
+      void invoke(raw);
+      break;
+    case 'unload': {
+      const pool = pools.get(raw.key);
+      pools.delete(raw.key);
+      void (pool?.close() ?? Promise.resolve()).then(() => send({ t: 'unloaded', key: raw.key }));
+      break;
+    }
+    case 'reply': {
+      const pending = pendingCalls.get(raw.callId);
+      if (!pending) break;
+      pendingCalls.delete(raw.callId);
+      // valueJson is JSON the core produced: spliced in, not parsed and serialized again.
+      pending.resolve(raw.ok ? `{"ok":true,"value":${raw.valueJson ?? 'null'}}` : JSON.stringify({ ok: false, error: raw.error }));
+      break;
+    }
+    case 'stats':
+      send({ t: 'stats', tasks: [...pools.values()].map((p) => p.stats()), rssBytes: process.memoryUsage.rss() });
+      break;
+  }
+});
+
+// The core closing the channel (or dying) ends the host: no orphaned isolates.
+process.on('disconnect', () => process.exit(0));
+send({ t: 'ready', pid: process.pid });

@@ -1,0 +1,242 @@
+/**
+ * One V8 isolate running one task version (task host side): the bootstrap, then the task's ES module,
+ * then calls into it — each with the task's time limit. A call that outlives its limit, or an isolate
+ * that exceeds its memory limit, disposes the isolate: the runtime is dead and its pool replaces it.
+ *
+ * Why a wall-clock timer on top of isolated-vm's `timeout`: that option stops synchronous execution
+ * only; an invocation that awaits forever (or loops through microtasks between host calls) is stopped
+ * by disposing the isolate, which rejects everything pending in it.
+ */
+import ivm from 'isolated-vm';
+import { ERRORS } from '../errors.js';
+import { BOOTSTRAP_SOURCE } from './bootstrap.js';
+import type { LogLevel, TaskLoad, WireError } from './protocol.js';
+
+/** The host side of a task's calls: the core answers them (after checking permissions). */
+export interface RuntimeHost {
+  call(invocationId: string, method: string, argsJson: string): Promise<string>;
+  log(invocationId: string, level: LogLevel, text: string): void;
+  /** A timer callback of a pinned task failed or the isolate died outside an invocation. */
+  failed(error: WireError): void;
+}
+
+/** Time allowed for the bootstrap and the task module's top-level code. */
+const LOAD_TIMEOUT_MS = 2000;
+
+/** An error that crosses to the core with its code. */
+export class RuntimeError extends Error {
+  constructor(
+    readonly code: string,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+function wire(err: unknown): WireError {
+  if (err instanceof RuntimeError) return { code: err.code, message: err.message };
+  const e = err as { code?: unknown; message?: unknown; stack?: unknown };
+  const message = typeof e?.message === 'string' ? e.message : String(err);
+  // A code a task set on its own error is kept only if it is one of ours (e.g. a denial it rethrew).
+  const code = typeof e?.code === 'string' && e.code in ERRORS ? e.code : 'COORD_ERR_TASK_THREW';
+  return { code, message, stack: typeof e?.stack === 'string' ? e.stack : undefined };
+}
+
+/** A live isolate with the task loaded. */
+export class IsolateRuntime {
+  readonly #task: TaskLoad;
+  readonly #host: RuntimeHost;
+  readonly #isolate: ivm.Isolate;
+  #context: ivm.Context | undefined;
+  #fns: { run: ivm.Reference; start: ivm.Reference; stop: ivm.Reference; fire: ivm.Reference; clearTimers: ivm.Reference } | undefined;
+  readonly #timers = new Map<number, NodeJS.Timeout>();
+  #disposed = false;
+  #deathReason: WireError | undefined;
+  /** Invocations running in this isolate now. */
+  active = 0;
+  /** When it last finished an invocation (for idle disposal). */
+  idleSince = Date.now();
+
+  private constructor(task: TaskLoad, host: RuntimeHost) {
+    this.#task = task;
+    this.#host = host;
+    this.#isolate = new ivm.Isolate({
+      memoryLimit: task.memoryMb,
+      onCatastrophicError: (message) => {
+        // isolated-vm: V8 lost control of this isolate; nothing in this process can be trusted.
+        process.stderr.write(`task host: catastrophic isolate error in ${task.name}: ${message}\n`);
+        process.abort();
+      },
+    });
+  }
+
+  /** Creates an isolate, evaluates the bootstrap and the task module; rejects with COORD_ERR_TASK_LOAD. */
+  static async create(task: TaskLoad, host: RuntimeHost): Promise<IsolateRuntime> {
+    const rt = new IsolateRuntime(task, host);
+    try {
+      await rt.#load();
+      return rt;
+    } catch (err) {
+      rt.dispose();
+      const w = wire(err);
+      const memory = /memory limit/i.test(w.message);
+      throw new RuntimeError(memory ? 'COORD_ERR_TASK_MEMORY' : 'COORD_ERR_TASK_LOAD', `task ${task.name}@${task.version} did not load: ${w.message}`);
+    }
+  }
+
+  async #load(): Promise<void> {
+    const iso = this.#isolate;
+    const context = await iso.createContext();
+    this.#context = context;
+    const refuse = (specifier: string): never => {
+      throw new Error(`imports are not available in the sandbox (import of "${specifier}")`);
+    };
+    const boot = await iso.compileModule(BOOTSTRAP_SOURCE, { filename: 'coordinator:bootstrap' });
+    await boot.instantiate(context, refuse);
+    await boot.evaluate({ timeout: LOAD_TIMEOUT_MS });
+    const ns = boot.namespace;
+    const get = (name: string): Promise<ivm.Reference> => ns.get(name, { reference: true }) as Promise<ivm.Reference>;
+    const [init, setTask, run, start, stop, fire, clearTimers] = await Promise.all(
+      ['init', 'setTask', 'run', 'start', 'stop', 'fire', 'clearTimers'].map(get),
+    );
+    const hostCall = new ivm.Reference((method: string, argsJson: string, invocationId: string) => this.#host.call(invocationId, method, argsJson));
+    const hostLog = new ivm.Callback((invocationId: string, level: LogLevel, text: string) => this.#host.log(String(invocationId), level, String(text)), { ignored: true });
+    const hostTimer = new ivm.Callback((op: string, id: number, ms: number, repeat: boolean) => this.#timer(op, id, ms, repeat), { ignored: true });
+    await init!.apply(undefined, [hostCall, hostLog, hostTimer, this.#task.configJson, this.#task.maxTimers], { timeout: LOAD_TIMEOUT_MS });
+
+    const mod = await iso.compileModule(this.#task.code, { filename: `task:///${this.#task.name}@${this.#task.version}.js` });
+    await mod.instantiate(context, refuse);
+    await mod.evaluate({ timeout: LOAD_TIMEOUT_MS });
+    const shape = (await setTask!.apply(undefined, [mod.namespace], { timeout: LOAD_TIMEOUT_MS })) as string;
+    if (shape !== 'ok') throw new Error('the default export has no onEvent(event, ctx) function');
+    this.#fns = { run: run!, start: start!, stop: stop!, fire: fire!, clearTimers: clearTimers! };
+  }
+
+  /** False once the isolate was disposed (limit exceeded, timeout, unload). */
+  get alive(): boolean {
+    return !this.#disposed && !this.#isolate.isDisposed;
+  }
+
+  /** Heap in use, bytes (0 once disposed). */
+  heapBytes(): number {
+    if (!this.alive) return 0;
+    const h = this.#isolate.getHeapStatisticsSync();
+    return h.used_heap_size + h.externally_allocated_size;
+  }
+
+  /** onEvent(event, ctx): resolves with the result as JSON. */
+  invoke(invocationId: string, eventJson: string): Promise<string> {
+    return this.#call('run', [invocationId, eventJson]);
+  }
+
+  /** onStart(ctx) of a pinned task (no-op when the task has none). */
+  start(invocationId: string): Promise<string> {
+    return this.#call('start', [invocationId]);
+  }
+
+  /** onStop(ctx) of a pinned task (no-op when the task has none). */
+  stop(invocationId: string): Promise<string> {
+    return this.#call('stop', [invocationId]);
+  }
+
+  /** Drops the timers an on-demand invocation left behind: they die with the invocation. */
+  clearTimers(): void {
+    for (const t of this.#timers.values()) clearTimeout(t);
+    this.#timers.clear();
+    if (this.alive) this.#fns?.clearTimers.applyIgnored(undefined, [], { timeout: this.#task.timeoutMs });
+  }
+
+  async #call(fn: 'run' | 'start' | 'stop', args: string[]): Promise<string> {
+    if (!this.alive || !this.#fns) throw new RuntimeError(this.#deathReason?.code ?? 'COORD_ERR_TASK_HOST_CRASHED', 'the task isolate is gone');
+    const limit = this.#task.timeoutMs;
+    let timer: NodeJS.Timeout | undefined;
+    const expired = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => {
+        const reason = { code: 'COORD_ERR_TASK_TIMEOUT', message: `task ${this.#task.name} ran longer than its ${limit} ms limit` };
+        this.#kill(reason);
+        reject(new RuntimeError(reason.code, reason.message));
+      }, limit);
+    });
+    this.active++;
+    try {
+      const call = this.#fns[fn].apply(undefined, args, { timeout: limit, result: { promise: true, copy: true } }) as Promise<string>;
+      const json = await Promise.race([call, expired]);
+      if (typeof json !== 'string') throw new RuntimeError('COORD_ERR_TASK_THREW', 'the task returned no result');
+      if (json.length > this.#task.maxResultBytes) {
+        throw new RuntimeError('COORD_ERR_TASK_LIMIT', `task ${this.#task.name} returned ${json.length} bytes of JSON; the limit is ${this.#task.maxResultBytes}`);
+      }
+      return json;
+    } catch (err) {
+      throw this.#classify(err);
+    } finally {
+      clearTimeout(timer);
+      this.active--;
+      this.idleSince = Date.now();
+    }
+  }
+
+  /** Maps what isolated-vm and the task threw onto our codes; a dead isolate is reported as why it died. */
+  #classify(err: unknown): RuntimeError {
+    if (err instanceof RuntimeError) return err;
+    const w = wire(err);
+    if (this.#isolate.isDisposed || /isolate (was|is) disposed/i.test(w.message)) {
+      if (!this.#deathReason && /memory limit/i.test(w.message)) {
+        this.#deathReason = { code: 'COORD_ERR_TASK_MEMORY', message: `task ${this.#task.name} exceeded its ${this.#task.memoryMb} MB memory limit` };
+      }
+      this.#disposed = true;
+      const reason = this.#deathReason ?? { code: 'COORD_ERR_TASK_MEMORY', message: `task ${this.#task.name} isolate died: ${w.message}` };
+      return new RuntimeError(reason.code, reason.message);
+    }
+    if (/Script execution timed out/i.test(w.message)) {
+      this.#kill({ code: 'COORD_ERR_TASK_TIMEOUT', message: `task ${this.#task.name} ran longer than its ${this.#task.timeoutMs} ms limit` });
+      return new RuntimeError('COORD_ERR_TASK_TIMEOUT', this.#deathReason!.message);
+    }
+    const e = new RuntimeError(w.code, w.message);
+    if (w.stack) e.stack = w.stack;
+    return e;
+  }
+
+  #timer(op: string, id: number, ms: number, repeat: boolean): void {
+    if (op === 'clear') {
+      clearTimeout(this.#timers.get(id));
+      this.#timers.delete(id);
+      return;
+    }
+    if (!this.alive) return;
+    const tick = (): void => {
+      if (!this.alive || !this.#fns) return;
+      const limit = this.#task.timeoutMs;
+      const watchdog = setTimeout(() => this.#kill({ code: 'COORD_ERR_TASK_TIMEOUT', message: `a timer callback of task ${this.#task.name} ran longer than ${limit} ms` }), limit);
+      (this.#fns.fire.apply(undefined, [id], { timeout: limit, result: { promise: true, copy: true } }) as Promise<boolean>).then(
+        (again) => {
+          clearTimeout(watchdog);
+          if (repeat && again && this.alive) this.#timers.set(id, setTimeout(tick, ms));
+          else this.#timers.delete(id);
+        },
+        (err: unknown) => {
+          clearTimeout(watchdog);
+          this.#timers.delete(id);
+          const e = this.#classify(err);
+          if (this.#task.lifecycle === 'pinned' || !this.alive) this.#host.failed({ code: e.code, message: `timer callback: ${e.message}` });
+          else this.#host.log('timer', 'error', `timer callback failed: ${e.code}: ${e.message}`);
+        },
+      );
+    };
+    this.#timers.set(id, setTimeout(tick, ms));
+  }
+
+  #kill(reason: WireError): void {
+    this.#deathReason ??= reason;
+    this.dispose();
+  }
+
+  /** Disposes the isolate and its timers. Idempotent. */
+  dispose(): void {
+    for (const t of this.#timers.values()) clearTimeout(t);
+    this.#timers.clear();
+    if (this.#disposed) return;
+    this.#disposed = true;
+    this.#context?.release();
+    if (!this.#isolate.isDisposed) this.#isolate.dispose();
+  }
+}

@@ -1,0 +1,251 @@
+/**
+ * The core's side of the task host: spawns the host process (with --no-node-snapshot), keeps the set of
+ * loaded task versions, forwards invocations and answers the tasks' host-API calls through `onCall`.
+ * If the host dies (SIGKILL, V8 fatal error) every invocation in it fails with COORD_ERR_TASK_HOST_CRASHED,
+ * and a new host is started with backoff and given every task again (pinned tasks run onStart again);
+ * the broker, the devices' connections and the shadows live in the core and are untouched.
+ */
+import { fork, type ChildProcess } from 'node:child_process';
+import { EventEmitter } from 'node:events';
+import { fileURLToPath } from 'node:url';
+import { CoordinatorError, ERRORS, type ErrorCode } from '../errors.js';
+import type { Logger } from '../log/logger.js';
+import type { CoreToHost, HostTaskStats, HostToCore, LogLevel, TaskLoad, WireError } from './protocol.js';
+
+const HOST_MAIN = fileURLToPath(new URL('./host-main.js', import.meta.url));
+
+/** What the core does with the host's messages. */
+export interface TaskHostOptions {
+  readonly log: Logger;
+  /** Answers a task's host-API call with the value as JSON; rejects with a CoordinatorError to refuse it. */
+  readonly onCall: (key: string, invocationId: string, method: string, argsJson: string) => Promise<string | undefined>;
+  /** A task log line. */
+  readonly onLog: (key: string, invocationId: string, level: LogLevel, text: string) => void;
+  /** A loaded task failed outside an invocation (a pinned task's timer, its isolate died). */
+  readonly onFailed: (key: string, error: CoordinatorError) => void;
+  /** First restart delay after the host died; doubles up to maxRestartDelayMs, resets after 30 s up. */
+  readonly restartDelayMs?: number;
+  readonly maxRestartDelayMs?: number;
+  /** Time allowed to load one task (compile, warm isolates, onStart). */
+  readonly loadTimeoutMs?: number;
+}
+
+/** Turns a wire error into a CoordinatorError with a registered code. */
+export function fromWire(error: WireError | undefined, fallback: ErrorCode = 'COORD_ERR_TASK_THREW'): CoordinatorError {
+  const code = error && error.code in ERRORS ? (error.code as ErrorCode) : fallback;
+  const err = new CoordinatorError(code, error?.message ?? 'task failed');
+  if (error?.stack) err.stack = error.stack;
+  return err;
+}
+
+interface Waiter<T> {
+  resolve: (value: T) => void;
+  reject: (err: Error) => void;
+}
+
+/** The supervised task host process. */
+export class TaskHost extends EventEmitter<{ restarted: []; exit: [code: number | null, signal: NodeJS.Signals | null] }> {
+  readonly #opts: TaskHostOptions;
+  #child: ChildProcess | undefined;
+  #ready: Promise<void> | undefined;
+  readonly #tasks = new Map<string, TaskLoad>();
+  readonly #loads = new Map<string, Waiter<void>[]>();
+  readonly #invocations = new Map<string, Waiter<string>>();
+  readonly #unloads = new Map<string, () => void>();
+  #statsWaiters: Waiter<{ tasks: readonly HostTaskStats[]; rssBytes: number }>[] = [];
+  #closing = false;
+  #restartDelay: number;
+  #upSince = 0;
+  /** Times the host was restarted after dying. */
+  restarts = 0;
+
+  constructor(opts: TaskHostOptions) {
+    super();
+    this.#opts = opts;
+    this.#restartDelay = opts.restartDelayMs ?? 100;
+  }
+
+  /** Process id of the running host (undefined while it restarts). */
+  get pid(): number | undefined {
+    return this.#child?.pid;
+  }
+
+  /** Starts the host process; resolves once it is ready. */
+  start(): Promise<void> {
+    this.#ready ??= this.#spawn();
+    return this.#ready;
+  }
+
+  #spawn(): Promise<void> {
+    return new Promise<void>((resolve, reject) => {
+      const child = fork(HOST_MAIN, [], {
+        execArgv: ['--no-node-snapshot'],
+        stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+        serialization: 'json',
+      });
+      this.#child = child;
+      const onReady = (m: HostToCore): void => {
+        if (m.t !== 'ready') return;
+        child.off('message', onReady);
+        this.#upSince = Date.now();
+        resolve();
+      };
+      child.on('message', onReady);
+      child.on('message', (m: HostToCore) => this.#onMessage(m));
+      child.once('error', reject);
+      child.once('exit', (code, signal) => {
+        reject(new CoordinatorError('COORD_ERR_TASK_HOST_CRASHED', `task host exited (${signal ?? code}) before it was ready`));
+        this.#onExit(child, code, signal);
+      });
+    });
+  }
+
+  #send(message: CoreToHost): void {
+    const child = this.#child;
+    if (child?.connected) child.send(message);
+  }
+
+  #onMessage(m: HostToCore): void {
+    switch (m.t) {
+      case 'loaded': {
+        const waiters = this.#loads.get(m.key) ?? [];
+        this.#loads.delete(m.key);
+        if (!m.ok) this.#tasks.delete(m.key);
+        for (const w of waiters) {
+          if (m.ok) w.resolve();
+          else w.reject(fromWire(m.error, 'COORD_ERR_TASK_LOAD'));
+        }
+        break;
+      }
+      case 'unloaded':
+        this.#unloads.get(m.key)?.();
+        this.#unloads.delete(m.key);
+        break;
+      case 'result': {
+        const w = this.#invocations.get(m.id);
+        if (!w) break;
+        this.#invocations.delete(m.id);
+        if (m.ok) w.resolve(m.valueJson ?? 'null');
+        else w.reject(fromWire(m.error));
+        break;
+      }
+      case 'call':
+        this.#opts.onCall(m.key, m.invocationId, m.method, m.argsJson).then(
+          (valueJson) => this.#send({ t: 'reply', callId: m.callId, ok: true, valueJson }),
+          (err: unknown) => {
+            const e = err instanceof CoordinatorError ? err : new CoordinatorError('COORD_ERR_INTERNAL', (err as Error)?.message ?? String(err));
+            this.#send({ t: 'reply', callId: m.callId, ok: false, error: { code: e.code, message: e.message } });
+          },
+        );
+        break;
+      case 'log':
+        this.#opts.onLog(m.key, m.invocationId, m.level, m.text);
+        break;
+      case 'failed':
+        this.#opts.onFailed(m.key, fromWire(m.error));
+        break;
+      case 'stats':
+        for (const w of this.#statsWaiters.splice(0)) w.resolve({ tasks: m.tasks, rssBytes: m.rssBytes });
+        break;
+      case 'ready':
+        break;
+    }
+  }
+
+  #onExit(child: ChildProcess, code: number | null, signal: NodeJS.Signals | null): void {
+    if (this.#child !== child) return;
+    this.#child = undefined;
+    this.emit('exit', code, signal);
+    const crashed = new CoordinatorError('COORD_ERR_TASK_HOST_CRASHED', `the task host process exited (${signal ?? `code ${code}`}) while the invocation was in it`);
+    for (const w of this.#invocations.values()) w.reject(crashed);
+    this.#invocations.clear();
+    for (const done of this.#unloads.values()) done();
+    this.#unloads.clear();
+    for (const w of this.#statsWaiters.splice(0)) w.reject(crashed);
+    if (this.#closing) return;
+    if (Date.now() - this.#upSince > 30_000) this.#restartDelay = this.#opts.restartDelayMs ?? 100;
+    const delay = this.#restartDelay;
+    this.#restartDelay = Math.min(delay * 2, this.#opts.maxRestartDelayMs ?? 5000);
+    this.#opts.log.error({ code: 'COORD_ERR_TASK_HOST_CRASHED', exitCode: code, signal, restartInMs: delay }, 'task host exited; restarting it');
+    setTimeout(() => void this.#restart(), delay).unref();
+  }
+
+  async #restart(): Promise<void> {
+    if (this.#closing) return;
+    try {
+      this.#ready = this.#spawn();
+      await this.#ready;
+    } catch {
+      return; // its exit handler schedules the next try
+    }
+    this.restarts++;
+    // Every task again, pinned ones through onStart; loads waiting from before the crash settle now.
+    for (const task of this.#tasks.values()) this.#send({ t: 'load', task });
+    this.emit('restarted');
+  }
+
+  /** Loads a task version (warm isolates, onStart); rejects with COORD_ERR_TASK_LOAD or another task code. */
+  async load(task: TaskLoad): Promise<void> {
+    await this.start();
+    this.#tasks.set(task.key, task);
+    const limit = this.#opts.loadTimeoutMs ?? 10_000;
+    return new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.#tasks.delete(task.key);
+        this.#send({ t: 'unload', key: task.key });
+        reject(new CoordinatorError('COORD_ERR_TASK_LOAD', `task ${task.name}@${task.version} did not load within ${limit} ms`));
+      }, limit);
+      const waiters = this.#loads.get(task.key) ?? [];
+      waiters.push({ resolve: (v) => (clearTimeout(timer), resolve(v)), reject: (e) => (clearTimeout(timer), reject(e)) });
+      this.#loads.set(task.key, waiters);
+      this.#send({ t: 'load', task });
+    });
+  }
+
+  /** Unloads a task version (onStop for pinned ones) and forgets it. */
+  unload(key: string): Promise<void> {
+    if (!this.#tasks.delete(key)) return Promise.resolve();
+    if (!this.#child?.connected) return Promise.resolve();
+    return new Promise<void>((resolve) => {
+      this.#unloads.set(key, resolve);
+      this.#send({ t: 'unload', key });
+    });
+  }
+
+  /** Runs onEvent in the task's isolate; resolves with the result as JSON. */
+  invoke(key: string, id: string, eventJson: string): Promise<string> {
+    if (!this.#child?.connected) {
+      return Promise.reject(new CoordinatorError('COORD_ERR_TASK_HOST_CRASHED', 'the task host is restarting; try again shortly'));
+    }
+    return new Promise<string>((resolve, reject) => {
+      this.#invocations.set(id, { resolve, reject });
+      this.#send({ t: 'invoke', id, key, eventJson });
+    });
+  }
+
+  /** Isolates and heap per task, and the host's RSS. */
+  stats(): Promise<{ tasks: readonly HostTaskStats[]; rssBytes: number }> {
+    if (!this.#child?.connected) return Promise.resolve({ tasks: [], rssBytes: 0 });
+    return new Promise((resolve, reject) => {
+      this.#statsWaiters.push({ resolve, reject });
+      this.#send({ t: 'stats' });
+    });
+  }
+
+  /** Stops the host: unloads every task (onStop within its limit), then ends the process. */
+  async close(): Promise<void> {
+    if (this.#closing) return;
+    this.#closing = true;
+    const child = this.#child;
+    if (!child || child.exitCode !== null || child.signalCode !== null) return;
+    await Promise.race([
+      Promise.all([...this.#tasks.keys()].map((k) => this.unload(k))),
+      new Promise((r) => setTimeout(r, 3000).unref()),
+    ]);
+    const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+    child.disconnect();
+    const kill = setTimeout(() => child.kill('SIGKILL'), 2000);
+    await exited;
+    clearTimeout(kill);
+  }
+}
