@@ -1,7 +1,7 @@
 /**
- * The coordinator core: composes store, broker and admin channel, starts them in dependency order and
- * stops them in reverse. Later components (shadows, scheduler, task host, deployments, cloud link) join
- * here.
+ * The coordinator core: composes store, broker, shadow service, task runtime and admin channel, starts
+ * them in dependency order and stops them in reverse. Later components (deployments, device registry,
+ * cloud link) join here.
  */
 import type { CoordinatorConfig } from './config/schema.js';
 import type { Logger } from './log/logger.js';
@@ -14,6 +14,9 @@ import { AWS_SHADOW_LIMITS } from './shadow/request.js';
 import { applySeeds } from './shadow/seeds.js';
 import { ShadowService } from './shadow/service.js';
 import { ensureDataDir, Store, type StoreHealth } from './store/database.js';
+import { taskRoutes } from './tasks/admin-routes.js';
+import { loadTasksDir } from './tasks/local.js';
+import { TaskRuntime } from './tasks/runtime.js';
 import { VERSION } from './version.js';
 
 /** One listener as `coordinator status` shows it. */
@@ -40,6 +43,8 @@ export interface CoordinatorStatus {
   /** Messages dropped because a persistent session's queue was full (COORD_ERR_BROKER_QUEUE_FULL). */
   droppedMessages: number;
   store: StoreHealth;
+  /** Installed tasks, queued and running invocations, the task host. */
+  tasks: Record<string, unknown>;
 }
 
 const STATUS_CLIENT_IDS = 100;
@@ -52,6 +57,8 @@ export class Coordinator {
   readonly broker: Broker;
   /** The shadow service's in-process face (tasks, deployments and the cloud link use this). */
   readonly shadows: ShadowService;
+  /** The task registry, scheduler and task host. */
+  readonly tasks: TaskRuntime;
   readonly #detachShadowMqtt: () => Promise<void>;
   readonly #admin: AdminServer;
   readonly #startedAt = new Date();
@@ -60,13 +67,14 @@ export class Coordinator {
   private constructor(
     config: CoordinatorConfig,
     log: Logger,
-    parts: { store: Store; broker: Broker; shadows: ShadowService; detachShadowMqtt: () => Promise<void>; admin: AdminServer },
+    parts: { store: Store; broker: Broker; shadows: ShadowService; tasks: TaskRuntime; detachShadowMqtt: () => Promise<void>; admin: AdminServer },
   ) {
     this.config = config;
     this.log = log;
     this.store = parts.store;
     this.broker = parts.broker;
     this.shadows = parts.shadows;
+    this.tasks = parts.tasks;
     this.#detachShadowMqtt = parts.detachShadowMqtt;
     this.#admin = parts.admin;
   }
@@ -80,6 +88,7 @@ export class Coordinator {
     const admin = await startAdminServer(adminSocketPath(config), routes, log);
     let store: Store | undefined;
     let broker: Broker | undefined;
+    let tasks: TaskRuntime | undefined;
     try {
       store = Store.open(
         config.dataDir,
@@ -96,12 +105,16 @@ export class Coordinator {
       const limits = { maxStateBytes: config.shadows.maxStateBytes, maxDepth: AWS_SHADOW_LIMITS.maxDepth };
       await applySeeds(config.dataDir, shadows, limits, log);
       const detachShadowMqtt = await attachShadowMqtt(broker.aedes, shadows, limits, broker.shadowAccess, broker.hasSubscribers, log);
-      const coordinator: Coordinator = new Coordinator(config, log, { store, broker, shadows, detachShadowMqtt, admin });
+      tasks = new TaskRuntime({ config, log, store, aedes: broker.aedes, shadows, shadowLimits: limits });
+      tasks.start();
+      if (config.tasks.dir !== undefined) await installLocalTasks(tasks, config.tasks.dir, log);
+      const coordinator: Coordinator = new Coordinator(config, log, { store, broker, shadows, tasks, detachShadowMqtt, admin });
       routes['GET /v1/status'] = () => coordinator.status();
-      Object.assign(routes, shadowRoutes(shadows, limits));
+      Object.assign(routes, shadowRoutes(shadows, limits), taskRoutes(tasks));
       coordinator.#announce();
       return coordinator;
     } catch (err) {
+      await tasks?.stop();
       await broker?.close();
       store?.close();
       await admin.close();
@@ -141,8 +154,8 @@ export class Coordinator {
     return mode === 'always' || (mode === 'loopback' && loopback);
   }
 
-  /** Version, uptime, listeners, connected clients and store health. */
-  status(): CoordinatorStatus {
+  /** Version, uptime, listeners, connected clients, store health and tasks. */
+  async status(): Promise<CoordinatorStatus> {
     const clients = this.broker.clients();
     return {
       version: VERSION,
@@ -156,6 +169,7 @@ export class Coordinator {
       shadows: this.shadows.size,
       droppedMessages: this.broker.droppedMessages(),
       store: this.store.health(),
+      tasks: await this.tasks.status(),
     };
   }
 
@@ -164,11 +178,27 @@ export class Coordinator {
     this.#stopping ??= (async () => {
       this.log.info('coordinator stopping');
       await this.#admin.close();
+      // Pinned tasks' onStop may still publish or update shadows: before the broker goes.
+      await this.tasks.stop();
       await this.#detachShadowMqtt();
       await this.broker.close();
       this.store.close();
       this.log.info('coordinator stopped');
     })();
     return this.#stopping;
+  }
+}
+
+/**
+ * Installs the task folders of `dir` (config tasks.dir / --tasks-dir). A broken task is the task's
+ * problem, not the gateway's: it is logged with its code and the coordinator runs without tasks.
+ */
+async function installLocalTasks(tasks: TaskRuntime, dir: string, log: Logger): Promise<void> {
+  try {
+    const bundles = await loadTasksDir(dir);
+    await tasks.install(bundles);
+  } catch (err) {
+    const e = err as { code?: string; message?: string };
+    log.error({ code: e.code ?? 'COORD_ERR_INTERNAL', dir, err }, `tasks in ${dir} not installed: ${e.message ?? String(err)}`);
   }
 }

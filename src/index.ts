@@ -5,3 +5,17 @@ export { configSchema, type CoordinatorConfig, type CoordinatorConfigInput } fro
 export { createLogger, type Logger } from './log/logger.js';
 export { CoordinatorError, ERRORS, isCoordinatorError, type ErrorCode } from './errors.js';
 export { VERSION } from './version.js';
+export type {
+  CronEvent,
+  EventSource,
+  InvokeEvent,
+  JsonValue,
+  MessageEvent,
+  PublishOptions,
+  ShadowDeltaEvent,
+  ShadowUpdateRequest,
+  Task,
+  TaskContext,
+  TaskEvent,
+} from './tasks/api.js';
+export { taskSpecSchema, type TaskSpec, type TaskBundle } from './tasks/spec.js';

@@ -38,7 +38,9 @@ let installed = false;
 
 /** The mqtt-packet instance aedes itself imports (not a possibly different copy of our own). */
 function aedesMqttPacket(): { writeToStream: WriteToStream } {
-  const requireFromAedes = createRequire(import.meta.resolve('aedes'));
+  // require.resolve rather than import.meta.resolve: the same file, and it also works where a test
+  // runner transforms this module (vitest has no import.meta.resolve).
+  const requireFromAedes = createRequire(createRequire(import.meta.url).resolve('aedes'));
   return requireFromAedes('mqtt-packet') as { writeToStream: WriteToStream };
 }
 

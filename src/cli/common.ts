@@ -15,6 +15,7 @@ export interface ConfigFlags {
   mqttHost?: string;
   thingName?: string;
   logLevel?: string;
+  tasksDir?: string;
 }
 
 /** The configuration flags, shared by start, config print and status. */
@@ -25,6 +26,7 @@ export const CONFIG_OPTIONS: Readonly<Record<keyof ConfigFlags, OptionSpec>> = {
   mqttHost: { type: 'string', value: '<host>', description: 'address of the MQTT listener (default 127.0.0.1)' },
   thingName: { type: 'string', value: '<name>', description: "the coordinator's own thing name (default from the host name)" },
   logLevel: { type: 'string', value: '<level>', description: 'fatal, error, warn, info, debug, trace or silent (default info)' },
+  tasksDir: { type: 'string', value: '<dir>', description: 'load the task folders in DIR at start-up (e.g. tasks/, the examples)' },
 };
 
 /** A decimal integer flag becomes a number; anything else stays a string so validation reports it as given. */
@@ -40,6 +42,7 @@ export function overridesFrom(flags: ConfigFlags): ConfigOverride[] {
   if (flags.mqttHost !== undefined) o.push({ path: 'listeners.mqtt.host', value: flags.mqttHost, source: '--mqtt-host' });
   if (flags.thingName !== undefined) o.push({ path: 'thingName', value: flags.thingName, source: '--thing-name' });
   if (flags.logLevel !== undefined) o.push({ path: 'logLevel', value: flags.logLevel, source: '--log-level' });
+  if (flags.tasksDir !== undefined) o.push({ path: 'tasks.dir', value: flags.tasksDir, source: '--tasks-dir' });
   return o;
 }
 

@@ -4,6 +4,7 @@ import { VERSION } from '../version.js';
 import { parseCommandLine, type CommandSpec } from './args.js';
 import { CONFIG_OPTIONS, configFromFlags, reportError } from './common.js';
 import type * as ShadowCli from './shadow.js';
+import type * as TasksCli from './tasks.js';
 
 const PROGRAM = 'coordinator';
 
@@ -56,6 +57,45 @@ function shadowCommands(): CommandSpec[] {
     },
   ];
 }
+function taskCommands(): CommandSpec[] {
+  const load = (): Promise<typeof TasksCli> => import('./tasks.js');
+  const json = { json: { type: 'boolean', description: 'print JSON' } } as const;
+  return [
+    {
+      words: ['tasks', 'list'],
+      summary: 'list installed tasks: version, lifecycle, state (INSTALLED, RUNNING, ERRORED, BROKEN), counters',
+      options: { ...CONFIG_OPTIONS, ...SOCKET_OPTION, ...json },
+      run: async (values) => (await load()).runTasksList(values),
+    },
+    {
+      words: ['tasks', 'show'],
+      args: ['<name>'],
+      summary: "print one task: state, counters, manifest, isolates and heap",
+      options: { ...CONFIG_OPTIONS, ...SOCKET_OPTION },
+      run: async (values, [name]) => (await load()).runTasksShow(name!, values),
+    },
+    {
+      words: ['tasks', 'logs'],
+      args: ['<name>'],
+      summary: "print a task's recent log lines (console.*, ctx.log.*, failures)",
+      options: { ...CONFIG_OPTIONS, ...SOCKET_OPTION, ...json, follow: { type: 'boolean', description: 'keep printing new lines until interrupted' } },
+      run: async (values, [name]) => (await load()).runTasksLogs(name!, values),
+    },
+    {
+      words: ['invoke'],
+      args: ['<name>'],
+      summary: 'invoke a task with {"type":"invoke","payload":...} and print its result',
+      options: {
+        ...CONFIG_OPTIONS,
+        ...SOCKET_OPTION,
+        payload: { type: 'string', value: '<json>', description: 'the payload (JSON), default null' },
+        timeout: { type: 'string', value: '<ms>', description: 'how long to wait for the result (default 60000)' },
+      },
+      run: async (values, [name]) => (await load()).runInvoke(name!, values),
+    },
+  ];
+}
+
 const DESCRIPTION = 'The edge coordinator: local MQTT broker, device shadows and sandboxed tasks for a gateway.';
 
 const COMMANDS: readonly CommandSpec[] = [
@@ -76,6 +116,7 @@ const COMMANDS: readonly CommandSpec[] = [
     run: async (values) => (await import('./status.js')).runStatus(values),
   },
   ...shadowCommands(),
+  ...taskCommands(),
   {
     words: ['config', 'check'],
     args: ['<file>'],

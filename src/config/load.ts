@@ -238,5 +238,6 @@ export function compileCoordinatorOptions(sources: ConfigSources = {}): Coordina
   const config = result.data;
   config.dataDir = resolve(cwd, config.dataDir);
   if (config.admin.socketPath) config.admin.socketPath = resolve(cwd, config.admin.socketPath);
+  if (config.tasks.dir) config.tasks.dir = resolve(cwd, config.tasks.dir);
   return config;
 }

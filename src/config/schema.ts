@@ -104,6 +104,35 @@ export const configSchema = z
       })
       .strict()
       .prefault({}),
+    tasks: z
+      .object({
+        /** A folder of task folders (task.json + source) loaded at start-up; none by default. */
+        dir: filePath.optional(),
+        /** Invocations running at once across all tasks; default: the number of CPU cores. */
+        slots: z.int().min(1).max(256).optional(),
+        /** Isolates kept warm per on-demand task version. */
+        minWarm: z.int().min(0).max(64).default(1),
+        /** Idle isolates beyond minWarm are disposed after this long. */
+        idleMs: z.int().min(1000).max(86_400_000).default(60_000),
+        /** Largest result of one invocation (JSON), bytes. */
+        maxResultBytes: z.int().min(1024).max(16_777_216).default(65_536),
+        /** Most publishes one invocation may make. */
+        maxPublishesPerInvocation: z.int().min(1).max(1_000_000).default(100),
+        /** Most publishes per second of one task outside invocations (timers of pinned tasks). */
+        maxPublishesPerSecond: z.int().min(1).max(1_000_000).default(100),
+        /** Most pending timers in one isolate. */
+        maxTimers: z.int().min(1).max(10_000).default(64),
+        /** Most log lines one invocation may write. */
+        maxLogLines: z.int().min(1).max(100_000).default(200),
+        /** Log lines kept per task for `coordinator tasks logs`. */
+        logRing: z.int().min(10).max(100_000).default(1000),
+        /** Most bytes of ctx.state (keys + JSON values) per task. */
+        stateMaxBytes: z.int().min(1024).max(104_857_600).default(1_048_576),
+        /** First delay before restarting a dead task host; doubles up to 5 s. */
+        hostRestartDelayMs: z.int().min(10).max(60_000).default(100),
+      })
+      .strict()
+      .prefault({}),
     admin: z
       .object({
         /** Unix socket of the admin channel; default `<dataDir>/coordinator.sock`. */

@@ -37,13 +37,14 @@ const mapSize = Object.getOwnPropertyDescriptor(Map.prototype, 'size').get;
 for (const name of ['WebAssembly', 'SharedArrayBuffer', 'Atomics']) delete G[name];
 
 let hostCall; let hostCallApply; let hostLog; let hostTimer;
-let task; let config; let maxTimers = 64;
+let task; let config; let maxTimers = 64; let maxPublishes = 100;
 const timers = new MapCtor();
 let nextTimerId = 1;
 const NO_PROTO_CALL = { __proto__: null, arguments: { __proto__: null, copy: true }, result: { __proto__: null, promise: true, copy: true } };
 
+// The code leads the message: only message and stack cross the isolate boundary (see isolate-runtime.ts).
 function codedError(code, message) {
-  const err = new ErrorCtor(message);
+  const err = new ErrorCtor(code + ': ' + message);
   ObjectDefineProperty(err, 'code', { value: code, enumerable: true });
   return err;
 }
@@ -172,6 +173,23 @@ function base64(bytes) {
   return out;
 }
 
+function unbase64(text) {
+  const s = StringCtor(text).replace(/[\t\n\f\r ]+/g, '');
+  if (s.length % 4 === 1 || /[^A-Za-z0-9+/=]/.test(s)) throw new ErrorCtor('atob: invalid base64');
+  let out = ''; let bits = 0; let acc = 0;
+  for (let i = 0; i < s.length && s[i] !== '='; i++) {
+    acc = (acc << 6) | B64.indexOf(s[i]); bits += 6;
+    if (bits >= 8) { bits -= 8; out += fromCharCode((acc >> bits) & 255); }
+  }
+  return out;
+}
+G.btoa = (text) => {
+  const s = StringCtor(text); const bytes = [];
+  for (let i = 0; i < s.length; i++) { const c = s.charCodeAt(i); if (c > 255) throw new ErrorCtor('btoa: characters outside Latin-1'); bytes.push(c); }
+  return base64(bytes);
+};
+G.atob = unbase64;
+
 // --- ctx
 function payloadOf(payload) {
   if (typeof payload === 'string') return { text: payload };
@@ -184,10 +202,17 @@ function checkKey(key) {
 }
 function makeCtx(invocationId) {
   const c = (method, args) => call(invocationId, method, args);
+  // The core counts and refuses too (it is the authority); counting here spares the host and the core a
+  // flood of calls that would all be refused.
+  let published = 0;
+  const publish = async (topic, payload, options) => {
+    if (++published > maxPublishes) throw codedError('COORD_ERR_TASK_LIMIT', 'more than ' + maxPublishes + ' publishes in one invocation (tasks.maxPublishesPerInvocation)');
+    return c('publish', { topic: StringCtor(topic), payload: payloadOf(payload === undefined ? '' : payload), qos: options && options.qos === 1 ? 1 : 0 });
+  };
   return ObjectFreeze({
     invocationId,
     config: config === undefined ? undefined : jsonParse(config),
-    publish: (topic, payload, options) => c('publish', { topic: StringCtor(topic), payload: payloadOf(payload === undefined ? '' : payload), qos: options && options.qos === 1 ? 1 : 0 }),
+    publish,
     shadow: ObjectFreeze({
       get: (thing, name) => c('shadow.get', { thing: StringCtor(thing), name: name === undefined ? undefined : StringCtor(name) }),
       update: (thing, request, name) => c('shadow.update', { thing: StringCtor(thing), name: name === undefined ? undefined : StringCtor(name), requestJson: toJson(request, 'shadow update') }),
@@ -217,10 +242,10 @@ async function invoke(name, invocationId, event) {
   return toJson(result, 'result');
 }
 
-export function init(callRef, logCb, timerCb, configJson, timerLimit) {
+export function init(callRef, logCb, timerCb, configJson, timerLimit, publishLimit) {
   if (hostCall) throw new ErrorCtor('already initialised');
   hostCall = callRef; hostCallApply = callRef.apply; hostLog = logCb; hostTimer = timerCb;
-  config = configJson; maxTimers = timerLimit;
+  config = configJson; maxTimers = timerLimit; maxPublishes = publishLimit;
 }
 export function setTask(namespaceRef) {
   task = namespaceRef.deref();

@@ -103,7 +103,7 @@ process.on('message', (raw: CoreToHost) => {
       if (!pending) break;
       pendingCalls.delete(raw.callId);
       // valueJson is JSON the core produced: spliced in, not parsed and serialized again.
-      pending.resolve(raw.ok ? `{"ok":true,"value":${raw.valueJson ?? 'null'}}` : JSON.stringify({ ok: false, error: raw.error }));
+      pending.resolve(raw.ok ? (raw.valueJson === undefined ? '{"ok":true}' : `{"ok":true,"value":${raw.valueJson}}`) : JSON.stringify({ ok: false, error: raw.error }));
       break;
     }
     case 'stats':

@@ -33,13 +33,21 @@ export class RuntimeError extends Error {
   }
 }
 
+/**
+ * Codes the sandbox's own errors carry across the boundary (isolated-vm copies an error's message and
+ * stack, not its properties, so the bootstrap writes the code at the head of the message). A task can
+ * only make its own failure look like one of these, which changes nothing but that failure's code.
+ */
+const SANDBOX_CODES = new Set(['COORD_ERR_TASK_DENIED', 'COORD_ERR_TASK_LIMIT', 'COORD_ERR_TASK_BAD_CALL', 'COORD_ERR_SHADOW_REJECTED', 'COORD_ERR_TASK_CANCELLED']);
+const CODED = /^(COORD_ERR_[A-Z_]+): ([\s\S]*)$/;
+
 function wire(err: unknown): WireError {
   if (err instanceof RuntimeError) return { code: err.code, message: err.message };
-  const e = err as { code?: unknown; message?: unknown; stack?: unknown };
-  const message = typeof e?.message === 'string' ? e.message : String(err);
-  // A code a task set on its own error is kept only if it is one of ours (e.g. a denial it rethrew).
-  const code = typeof e?.code === 'string' && e.code in ERRORS ? e.code : 'COORD_ERR_TASK_THREW';
-  return { code, message, stack: typeof e?.stack === 'string' ? e.stack : undefined };
+  const e = err as { message?: unknown; stack?: unknown };
+  const raw = typeof e?.message === 'string' ? e.message : String(err);
+  const m = CODED.exec(raw);
+  const coded = m !== null && SANDBOX_CODES.has(m[1]!) && m[1]! in ERRORS;
+  return { code: coded ? m[1]! : 'COORD_ERR_TASK_THREW', message: coded ? m[2]! : raw, stack: typeof e?.stack === 'string' ? e.stack : undefined };
 }
 
 /** A live isolate with the task loaded. */
@@ -102,7 +110,7 @@ export class IsolateRuntime {
     const hostCall = new ivm.Reference((method: string, argsJson: string, invocationId: string) => this.#host.call(invocationId, method, argsJson));
     const hostLog = new ivm.Callback((invocationId: string, level: LogLevel, text: string) => this.#host.log(String(invocationId), level, String(text)), { ignored: true });
     const hostTimer = new ivm.Callback((op: string, id: number, ms: number, repeat: boolean) => this.#timer(op, id, ms, repeat), { ignored: true });
-    await init!.apply(undefined, [hostCall, hostLog, hostTimer, this.#task.configJson, this.#task.maxTimers], { timeout: LOAD_TIMEOUT_MS });
+    await init!.apply(undefined, [hostCall, hostLog, hostTimer, this.#task.configJson, this.#task.maxTimers, this.#task.maxPublishesPerInvocation], { timeout: LOAD_TIMEOUT_MS });
 
     const mod = await iso.compileModule(this.#task.code, { filename: `task:///${this.#task.name}@${this.#task.version}.js` });
     await mod.instantiate(context, refuse);

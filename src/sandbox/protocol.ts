@@ -33,6 +33,8 @@ export interface TaskLoad {
   readonly maxResultBytes: number;
   /** Most pending timers (setTimeout/setInterval) in one isolate. */
   readonly maxTimers: number;
+  /** Most publishes of one invocation (the core enforces it; the sandbox refuses early too). */
+  readonly maxPublishesPerInvocation: number;
   /** Most log lines one invocation may write; later ones are counted and dropped. */
   readonly maxLogLines: number;
 }

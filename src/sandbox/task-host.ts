@@ -6,13 +6,21 @@
  * the broker, the devices' connections and the shadows live in the core and are untouched.
  */
 import { fork, type ChildProcess } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import { EventEmitter } from 'node:events';
 import { fileURLToPath } from 'node:url';
 import { CoordinatorError, ERRORS, type ErrorCode } from '../errors.js';
 import type { Logger } from '../log/logger.js';
 import type { CoreToHost, HostTaskStats, HostToCore, LogLevel, TaskLoad, WireError } from './protocol.js';
 
-const HOST_MAIN = fileURLToPath(new URL('./host-main.js', import.meta.url));
+/**
+ * The host's entry: next to this module in dist/; when this module runs from its TypeScript source (an
+ * embedding test under vitest), the compiled one in dist/, since the child process runs plain Node.
+ */
+function hostMain(): string {
+  const beside = fileURLToPath(new URL('./host-main.js', import.meta.url));
+  return existsSync(beside) ? beside : fileURLToPath(new URL('../../dist/sandbox/host-main.js', import.meta.url));
+}
 
 /** What the core does with the host's messages. */
 export interface TaskHostOptions {
@@ -78,7 +86,7 @@ export class TaskHost extends EventEmitter<{ restarted: []; exit: [code: number 
 
   #spawn(): Promise<void> {
     return new Promise<void>((resolve, reject) => {
-      const child = fork(HOST_MAIN, [], {
+      const child = fork(hostMain(), [], {
         execArgv: ['--no-node-snapshot'],
         stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
         serialization: 'json',

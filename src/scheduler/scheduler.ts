@@ -1,0 +1,396 @@
+/**
+ * The invocation scheduler: every invocation of a task passes through a bounded priority queue before
+ * an injected executor runs it.
+ *
+ * - Global worker slots bound what runs at once; per-task concurrency bounds one task. A task at its
+ *   limit never blocks others: dispatch picks the best *eligible* waiting invocation, not the head of
+ *   one global queue.
+ * - Higher priority first; FIFO within a priority across tasks, by a global sequence number.
+ * - Memory is bounded: a task holds at most queueDepth waiting invocations (retries included); one more
+ *   is refused at once with COORD_ERR_TASK_QUEUE_FULL and counted.
+ * - Failure as Greengrass v2 components: a failed attempt makes the task ERRORED, 3 consecutive failed
+ *   attempts make it BROKEN (its queue fails, new submissions are refused) until it is redeployed.
+ *
+ * The executor enforces the task's time limit; the scheduler's watchdog only backs it up, so that an
+ * executor that never answers cannot hold a slot forever.
+ */
+import type { CoordinatorError } from '../errors.js';
+import {
+  asTaskError,
+  backoffDelay,
+  BROKEN_AFTER_FAILURES,
+  brokenError,
+  cancelled,
+  isRetriable,
+  queueFull,
+  unknownTask,
+  watchdogTimeout,
+} from './failures.js';
+import {
+  assertValidSpec,
+  initialStats,
+  sameSpec,
+  type SchedulerTaskSpec,
+  type TaskState,
+  type TaskStats,
+} from './task-spec.js';
+
+export type { SchedulerTaskSpec, TaskState, TaskStats } from './task-spec.js';
+
+/** One invocation handed to the executor. */
+export interface Invocation {
+  /** Unique per attempt: `${task}-${n}` for the first, `${task}-${n}#${attempt}` for retries. */
+  readonly id: string;
+  readonly task: string;
+  /** Opaque to the scheduler. */
+  readonly event: unknown;
+  /** 1 for the first try. */
+  readonly attempt: number;
+  /** When this attempt entered the queue (ms, from `now`). */
+  readonly enqueuedAt: number;
+}
+
+/** Runs one invocation; resolves with its result, rejects with a CoordinatorError (code COORD_ERR_TASK_*). */
+export type Executor = (invocation: Invocation) => Promise<unknown>;
+
+/** How the scheduler is built. */
+export interface SchedulerOptions {
+  /** Global worker slots: most invocations running at once across all tasks. */
+  readonly slots: number;
+  readonly executor: Executor;
+  /** Extra time past a task's timeoutMs before the scheduler itself fails the invocation with COORD_ERR_TASK_TIMEOUT (the executor normally answers first). Default 1000. */
+  readonly watchdogGraceMs?: number;
+  /** Told of every state change (for logs and deployment health). */
+  readonly onStateChange?: (task: string, state: TaskState, error?: CoordinatorError) => void;
+  readonly now?: () => number;
+}
+
+interface Caller {
+  readonly resolve: (value: unknown) => void;
+  readonly reject: (err: CoordinatorError) => void;
+}
+
+interface Waiting {
+  /** Global enqueue order: FIFO within a priority holds across tasks. */
+  readonly seq: number;
+  readonly invocation: Invocation;
+  readonly baseId: string;
+  readonly caller: Caller;
+}
+
+interface Backoff {
+  readonly timer: ReturnType<typeof setTimeout>;
+  readonly caller: Caller;
+}
+
+type Outcome = { readonly ok: true; readonly value: unknown } | { readonly ok: false; readonly error: CoordinatorError };
+
+interface TaskEntry {
+  readonly spec: SchedulerTaskSpec;
+  /** FIFO of invocations waiting for a slot. */
+  readonly waiting: Waiting[];
+  /** Retries waiting out their backoff; they hold a place in the queue meanwhile. */
+  readonly backoffs: Set<Backoff>;
+  running: number;
+  /** Counters; `queued` and `running` are filled in when read. */
+  readonly stats: TaskStats;
+}
+
+// setTimeout fires at once (with a warning) past this: clamp, or a huge limit would time out instantly.
+const MAX_TIMER_MS = 2_147_483_647;
+
+/** Bounded priority queue with worker slots, per-task concurrency, watchdog, retries and BROKEN state. */
+export class Scheduler {
+  readonly #slots: number;
+  readonly #executor: Executor;
+  readonly #graceMs: number;
+  readonly #onStateChange: SchedulerOptions['onStateChange'];
+  readonly #now: () => number;
+  readonly #tasks = new Map<string, TaskEntry>();
+  #running = 0;
+  #seq = 0;
+  #ids = 0;
+  #dispatching = false;
+  #closing: Promise<void> | undefined;
+  #idle: (() => void) | undefined;
+
+  /** Throws a RangeError for slots that are not a positive integer or a negative grace. */
+  constructor(options: SchedulerOptions) {
+    if (!Number.isInteger(options.slots) || options.slots < 1) {
+      throw new RangeError(`scheduler: slots must be an integer >= 1, got ${options.slots}`);
+    }
+    const grace = options.watchdogGraceMs ?? 1000;
+    if (!(Number.isFinite(grace) && grace >= 0)) {
+      throw new RangeError(`scheduler: watchdogGraceMs must be a number >= 0, got ${grace}`);
+    }
+    this.#slots = options.slots;
+    this.#executor = options.executor;
+    this.#graceMs = grace;
+    this.#onStateChange = options.onStateChange;
+    this.#now = options.now ?? Date.now;
+  }
+
+  /** Replaces the task set. New names start INSTALLED; a name whose spec changed keeps nothing: its queued invocations fail with COORD_ERR_TASK_CANCELLED, counters and BROKEN state reset (a redeploy); removed names likewise cancel their queue; running invocations of removed/replaced tasks are left to finish (their result still goes to their caller) but do not count toward the new spec. Unchanged specs (deep-equal) keep their queue, counters and state. */
+  setTasks(specs: readonly SchedulerTaskSpec[]): void {
+    const next = new Map<string, SchedulerTaskSpec>();
+    for (const spec of specs) {
+      assertValidSpec(spec);
+      if (next.has(spec.name)) throw new RangeError(`scheduler: task "${spec.name}" is listed twice`);
+      next.set(spec.name, spec);
+    }
+    for (const [name, entry] of [...this.#tasks]) {
+      const spec = next.get(name);
+      if (spec !== undefined && sameSpec(entry.spec, spec)) continue;
+      this.#tasks.delete(name);
+      this.#cancelWaiting(
+        entry,
+        () => spec === undefined
+          ? cancelled(`Task "${name}" was removed by a new deployment; the invocation did not run.`)
+          : cancelled(`Task "${name}" was redeployed; the queued invocation did not run. Events sent from now on reach the new version.`),
+      );
+    }
+    const installed: string[] = [];
+    for (const [name, spec] of next) {
+      if (this.#tasks.has(name)) continue;
+      this.#tasks.set(name, { spec, waiting: [], backoffs: new Set(), running: 0, stats: initialStats() });
+      installed.push(name);
+    }
+    for (const name of installed) this.#notify(name, 'INSTALLED');
+    this.#dispatch();
+  }
+
+  /** Queues an invocation; resolves/rejects when it finally succeeds or fails (after retries). Rejects at once (without queueing) with COORD_ERR_TASK_UNKNOWN, COORD_ERR_TASK_BROKEN or COORD_ERR_TASK_QUEUE_FULL (that one also counts in `rejected`). */
+  submit(task: string, event: unknown): Promise<unknown> {
+    if (this.#closing !== undefined) {
+      return Promise.reject(cancelled(`The coordinator is stopping; the invocation of task "${task}" was not queued.`));
+    }
+    const entry = this.#tasks.get(task);
+    if (entry === undefined) return Promise.reject(unknownTask(task));
+    if (entry.stats.state === 'BROKEN') return Promise.reject(brokenError(task, entry.stats));
+    if (waitingCount(entry) >= entry.spec.queueDepth) {
+      entry.stats.rejected++;
+      return Promise.reject(queueFull(task, entry.spec.queueDepth));
+    }
+    const baseId = `${task}-${++this.#ids}`;
+    return new Promise<unknown>((resolve, reject) => {
+      this.#enqueue(entry, { id: baseId, task, event, attempt: 1, enqueuedAt: this.#now() }, baseId, { resolve, reject });
+      this.#dispatch();
+    });
+  }
+
+  /** Counters and state of one task, or undefined. */
+  stats(task: string): TaskStats | undefined {
+    const entry = this.#tasks.get(task);
+    if (entry === undefined) return undefined;
+    const { lastError } = entry.stats;
+    return {
+      ...entry.stats,
+      queued: waitingCount(entry),
+      running: entry.running,
+      lastError: lastError === null ? null : { ...lastError },
+    };
+  }
+
+  /** All tasks' stats by name. */
+  allStats(): Record<string, TaskStats> {
+    const all: Record<string, TaskStats> = {};
+    for (const name of this.#tasks.keys()) all[name] = this.stats(name)!;
+    return all;
+  }
+
+  /** Invocations waiting across all tasks (for status), retries in backoff included. */
+  get queued(): number {
+    let n = 0;
+    for (const entry of this.#tasks.values()) n += waitingCount(entry);
+    return n;
+  }
+
+  /** Invocations running across all tasks (those of removed or replaced tasks included: they hold slots). */
+  get running(): number {
+    return this.#running;
+  }
+
+  /** Refuses new submissions with COORD_ERR_TASK_CANCELLED, fails every queued invocation with it, cancels retry timers; resolves when running invocations have settled. */
+  close(): Promise<void> {
+    if (this.#closing !== undefined) return this.#closing;
+    this.#closing = new Promise<void>((resolve) => {
+      this.#idle = resolve;
+    });
+    for (const [name, entry] of this.#tasks) {
+      this.#cancelWaiting(entry, () => cancelled(`The coordinator is stopping; the queued invocation of task "${name}" did not run.`));
+    }
+    this.#settleIdle();
+    return this.#closing;
+  }
+
+  #enqueue(entry: TaskEntry, invocation: Invocation, baseId: string, caller: Caller): void {
+    entry.waiting.push({ seq: ++this.#seq, invocation, baseId, caller });
+  }
+
+  /** Starts waiting invocations while slots are free: best priority first, then oldest. */
+  #dispatch(): void {
+    // The executor is called synchronously and may submit again; the outer loop picks that up.
+    if (this.#dispatching) return;
+    this.#dispatching = true;
+    try {
+      while (this.#running < this.#slots) {
+        let best: TaskEntry | undefined;
+        for (const entry of this.#tasks.values()) {
+          const head = entry.waiting[0];
+          if (head === undefined || entry.running >= entry.spec.concurrency) continue;
+          if (
+            best === undefined ||
+            entry.spec.priority > best.spec.priority ||
+            (entry.spec.priority === best.spec.priority && head.seq < best.waiting[0]!.seq)
+          ) {
+            best = entry;
+          }
+        }
+        if (best === undefined) break;
+        this.#start(best, best.waiting.shift()!);
+      }
+    } finally {
+      this.#dispatching = false;
+    }
+  }
+
+  #start(entry: TaskEntry, job: Waiting): void {
+    entry.running++;
+    this.#running++;
+    let settled = false;
+    const finish = (outcome: Outcome): void => {
+      // The watchdog and the executor race; whichever comes second is ignored.
+      if (settled) return;
+      settled = true;
+      clearTimeout(watchdog);
+      entry.running--;
+      this.#running--;
+      if (outcome.ok) this.#succeeded(entry, job, outcome.value);
+      else this.#failed(entry, job, outcome.error);
+      this.#dispatch();
+      this.#settleIdle();
+    };
+    const { invocation } = job;
+    const watchdog = setTimeout(
+      () => finish({ ok: false, error: watchdogTimeout(invocation.task, invocation.id, entry.spec.timeoutMs) }),
+      Math.min(entry.spec.timeoutMs + this.#graceMs, MAX_TIMER_MS),
+    );
+    let result: Promise<unknown>;
+    try {
+      result = Promise.resolve(this.#executor(invocation));
+    } catch (err) {
+      // Settled on a later tick like any other failure, so dispatch never re-enters itself.
+      result = Promise.reject(asTaskError(err, invocation.task, invocation.id));
+    }
+    void result.then(
+      (value) => finish({ ok: true, value }),
+      (err: unknown) => finish({ ok: false, error: asTaskError(err, invocation.task, invocation.id) }),
+    );
+  }
+
+  #succeeded(entry: TaskEntry, job: Waiting, value: unknown): void {
+    // A task replaced or removed while this ran: the caller gets its answer, the new spec's counters stay clean.
+    if (this.#tasks.get(job.invocation.task) === entry) {
+      entry.stats.succeeded++;
+      entry.stats.consecutiveFailures = 0;
+      // BROKEN sticks until a redeploy, even if an invocation already running when it broke succeeds.
+      if (entry.stats.state !== 'BROKEN') this.#setState(job.invocation.task, entry, 'RUNNING');
+    }
+    job.caller.resolve(value);
+  }
+
+  #failed(entry: TaskEntry, job: Waiting, error: CoordinatorError): void {
+    const { task, attempt } = job.invocation;
+    // Cancellation is the runner stopping the task (redeploy, shutdown), not the task failing.
+    if (error.code === 'COORD_ERR_TASK_CANCELLED' || this.#tasks.get(task) !== entry) {
+      job.caller.reject(error);
+      return;
+    }
+    const { stats, spec } = entry;
+    stats.failed++;
+    stats.consecutiveFailures++;
+    stats.lastError = { code: error.code, message: error.message, at: this.#now() };
+    if (stats.state === 'BROKEN') {
+      job.caller.reject(error);
+      return;
+    }
+    if (stats.consecutiveFailures >= BROKEN_AFTER_FAILURES) {
+      job.caller.reject(error);
+      this.#break(task, entry, error);
+      return;
+    }
+    this.#setState(task, entry, 'ERRORED', error);
+    const canRetry =
+      this.#closing === undefined &&
+      isRetriable(error.code) &&
+      attempt <= spec.retries.max &&
+      // Retries count toward the queue: a full queue fails the invocation with its own error.
+      waitingCount(entry) < spec.queueDepth;
+    if (!canRetry) {
+      job.caller.reject(error);
+      return;
+    }
+    stats.retried++;
+    const backoff: Backoff = {
+      caller: job.caller,
+      timer: setTimeout(() => {
+        entry.backoffs.delete(backoff);
+        const invocation: Invocation = {
+          id: `${job.baseId}#${attempt + 1}`,
+          task,
+          event: job.invocation.event,
+          attempt: attempt + 1,
+          enqueuedAt: this.#now(),
+        };
+        this.#enqueue(entry, invocation, job.baseId, job.caller);
+        this.#dispatch();
+      }, Math.min(backoffDelay(spec, attempt), MAX_TIMER_MS)),
+    };
+    entry.backoffs.add(backoff);
+  }
+
+  #break(task: string, entry: TaskEntry, cause: CoordinatorError): void {
+    this.#setState(task, entry, 'BROKEN', cause);
+    this.#cancelWaiting(entry, () => brokenError(task, entry.stats, cause));
+  }
+
+  /** Fails every waiting invocation and pending retry of `entry` with a fresh error each. */
+  #cancelWaiting(entry: TaskEntry, error: () => CoordinatorError): void {
+    const waiting = entry.waiting.splice(0);
+    const backoffs = [...entry.backoffs];
+    entry.backoffs.clear();
+    for (const backoff of backoffs) clearTimeout(backoff.timer);
+    for (const job of waiting) job.caller.reject(error());
+    for (const backoff of backoffs) backoff.caller.reject(error());
+  }
+
+  #setState(task: string, entry: TaskEntry, state: TaskState, error?: CoordinatorError): void {
+    if (entry.stats.state === state) return;
+    entry.stats.state = state;
+    this.#notify(task, state, error);
+  }
+
+  #notify(task: string, state: TaskState, error?: CoordinatorError): void {
+    if (this.#onStateChange === undefined) return;
+    try {
+      this.#onStateChange(task, state, error);
+    } catch (err) {
+      // A throwing listener is a bug to surface, but not mid-bookkeeping where it would strand callers.
+      queueMicrotask(() => {
+        throw err;
+      });
+    }
+  }
+
+  #settleIdle(): void {
+    if (this.#idle !== undefined && this.#running === 0) {
+      this.#idle();
+      this.#idle = undefined;
+    }
+  }
+}
+
+/** Waiting invocations of a task: queued for a slot plus retries in backoff. */
+function waitingCount(entry: TaskEntry): number {
+  return entry.waiting.length + entry.backoffs.size;
+}

@@ -1,0 +1,392 @@
+/**
+ * The task runtime: the task registry (what is installed), the route table, the triggers, the scheduler
+ * and the task host, wired to the broker and the shadow service. DESIGN.md §3, path 1: a device's
+ * PUBLISH → routes → scheduler → warm isolate → the task's calls come back here, are authorized, and go
+ * out through the broker.
+ *
+ * `install()` replaces the whole task set as one switch: every new task version is loaded (isolates
+ * warm, pinned onStart done) before routes, triggers and the scheduler change; if any fails to load,
+ * nothing changes. Deployments (issue 5) will call the same `install()`.
+ */
+import { cpus } from 'node:os';
+import type { Aedes, AedesPublishPacket, Client } from 'aedes';
+import type { CoordinatorConfig } from '../config/schema.js';
+import { CoordinatorError, isCoordinatorError } from '../errors.js';
+import type { Logger } from '../log/logger.js';
+import { RouteTable, type MessageSource, type Route } from '../router/router.js';
+import { anyMatches } from '../router/topic.js';
+import { TaskHost } from '../sandbox/task-host.js';
+import type { LogLevel, TaskLoad } from '../sandbox/protocol.js';
+import { Scheduler, type Invocation, type TaskStats } from '../scheduler/scheduler.js';
+import type { ShadowLimits } from '../shadow/request.js';
+import type { ShadowId, ShadowService } from '../shadow/service.js';
+import type { Store } from '../store/database.js';
+import type { MessageEvent, TaskEvent } from './api.js';
+import { HostApi, type Caller } from './host-api.js';
+import type { TaskBundle, TaskSpec } from './spec.js';
+import { TaskStateStore } from './state-store.js';
+import { TaskLog, type TaskLogLine } from './task-log.js';
+import { CronTriggers, validateCron } from './triggers.js';
+
+/** An installed task version. */
+interface Installed {
+  readonly spec: TaskSpec;
+  readonly key: string;
+  readonly sha256: string;
+  readonly installedAt: string;
+  /** Topics routes may deliver to the task: permissions.subscribe plus its own topic triggers. */
+  readonly mayReceive: readonly string[];
+}
+
+/** A task as `coordinator tasks list` shows it. */
+export interface TaskInfo extends TaskStats {
+  name: string;
+  version: string;
+  lifecycle: TaskSpec['lifecycle'];
+  sha256: string;
+  installedAt: string;
+}
+
+/** What the runtime needs from the coordinator. */
+export interface TaskRuntimeDeps {
+  readonly config: CoordinatorConfig;
+  readonly log: Logger;
+  readonly store: Store;
+  readonly aedes: Aedes;
+  readonly shadows: ShadowService;
+  readonly shadowLimits: ShadowLimits;
+}
+
+const shadowPrefix = (id: ShadowId): string => `$aws/things/${id.thing}/shadow${id.name === undefined ? '' : `/name/${id.name}`}`;
+
+/** Routes implied by a task's manifest: its topic triggers (from any device, or the named source) and its own routes. */
+function routesOf(spec: TaskSpec): Route[] {
+  const routes: Route[] = [];
+  for (const t of spec.triggers) if ('topic' in t) routes.push({ source: t.source ?? 'device:*', filter: t.topic, task: spec.name });
+  for (const r of spec.routes) routes.push({ source: r.source, filter: r.filter, task: r.target === 'broker' ? undefined : r.target.slice('task:'.length) });
+  return routes;
+}
+
+/** The task runtime of one coordinator. */
+export class TaskRuntime {
+  readonly #deps: TaskRuntimeDeps;
+  readonly #host: TaskHost;
+  readonly #scheduler: Scheduler;
+  readonly #api: HostApi;
+  readonly #logs: TaskLog;
+  #installed = new Map<string, Installed>();
+  /** Every loaded key, current or draining, to find the spec a host call comes from. */
+  readonly #byKey = new Map<string, Installed>();
+  readonly #callers = new Map<string, Caller>();
+  #routes = new RouteTable([]);
+  #cron: CronTriggers | undefined;
+  #generation = 0;
+  /** Messages from tasks that matched no route. */
+  unrouted = 0;
+  readonly #onPublish = (packet: AedesPublishPacket, client: Client | null): void => {
+    // Our own publishes (client null) were routed where they were made.
+    if (client) this.#route({ kind: 'device', id: client.id }, packet.topic, packet.payload as Buffer, packet.qos === 1 ? 1 : 0);
+  };
+  readonly #onDelta = (id: ShadowId, payload: Record<string, unknown>): void => this.#shadowDelta(id, payload);
+
+  constructor(deps: TaskRuntimeDeps) {
+    this.#deps = deps;
+    const t = deps.config.tasks;
+    this.#logs = new TaskLog(t.logRing);
+    this.#api = new HostApi({
+      log: deps.log,
+      shadows: deps.shadows,
+      shadowLimits: deps.shadowLimits,
+      state: new TaskStateStore(deps.store, { maxBytesPerTask: t.stateMaxBytes, maxKeyBytes: 256 }),
+      coordinatorThing: deps.config.thingName,
+      limits: { maxPayloadBytes: deps.config.broker.maxPayloadBytes, maxPublishesPerInvocation: t.maxPublishesPerInvocation, maxPublishesPerSecond: t.maxPublishesPerSecond },
+      publish: (task, topic, payload, qos) => this.#route({ kind: 'task', id: task }, topic, payload, qos),
+    });
+    this.#host = new TaskHost({
+      log: deps.log,
+      restartDelayMs: t.hostRestartDelayMs,
+      onCall: (key, invocationId, method, argsJson) => this.#call(key, invocationId, method, argsJson),
+      onLog: (key, invocationId, level, text) => this.#taskLog(this.#byKey.get(key)?.spec.name ?? key, invocationId, level, text),
+      onFailed: (key, error) => {
+        const name = this.#byKey.get(key)?.spec.name ?? key;
+        this.#taskLog(name, 'background', 'error', `${error.code}: ${error.message}`);
+      },
+    });
+    this.#host.on('restarted', () => deps.log.warn({ code: 'COORD_ERR_TASK_HOST_CRASHED', restarts: this.#host.restarts }, 'task host restarted; tasks reloaded'));
+    this.#scheduler = new Scheduler({
+      slots: t.slots ?? Math.max(1, cpus().length),
+      executor: (inv) => this.#execute(inv),
+      onStateChange: (task, state, error) => {
+        const level = state === 'BROKEN' ? 'error' : state === 'ERRORED' ? 'warn' : 'info';
+        deps.log[level]({ task, state, code: error?.code }, `task ${task} is ${state}`);
+        if (error) this.#taskLog(task, 'scheduler', state === 'BROKEN' ? 'error' : 'warn', `${state}: ${error.code}: ${error.message}`);
+      },
+    });
+  }
+
+  /**
+   * Listens to the broker and the shadow service. The task host process starts with the first task
+   * installed: a gateway without tasks does not pay for it.
+   */
+  start(): void {
+    this.#deps.aedes.on('publish', this.#onPublish);
+    this.#deps.shadows.on('delta', this.#onDelta);
+  }
+
+  /** Process id of the task host (for status and tests). */
+  get hostPid(): number | undefined {
+    return this.#host.pid;
+  }
+
+  /** Task host restarts since start. */
+  get hostRestarts(): number {
+    return this.#host.restarts;
+  }
+
+  /** Checks a task set as install() would, without changing anything; throws a coded error. */
+  validate(bundles: readonly TaskBundle[]): RouteTable {
+    const names = new Set<string>();
+    for (const b of bundles) {
+      if (names.has(b.spec.name)) throw new CoordinatorError('COORD_ERR_TASK_MANIFEST', `two tasks are named ${b.spec.name}`);
+      names.add(b.spec.name);
+    }
+    const routes = bundles.flatMap((b) => routesOf(b.spec));
+    for (const r of routes) {
+      if (r.task !== undefined && !names.has(r.task)) throw new CoordinatorError('COORD_ERR_ROUTE_INVALID', `a route targets task ${r.task}, which is not installed`);
+      const src = /^task:(.+)$/.exec(r.source)?.[1];
+      if (src !== undefined && src !== '*' && !names.has(src)) throw new CoordinatorError('COORD_ERR_ROUTE_INVALID', `a route's source is task ${src}, which is not installed`);
+    }
+    for (const b of bundles) for (const t of b.spec.triggers) if ('cron' in t) validateCron(b.spec.name, t.cron, t.timezone);
+    return new RouteTable(routes);
+  }
+
+  /**
+   * Replaces the installed task set with `bundles`. Unchanged tasks (same manifest and code) keep
+   * running untouched; new versions are loaded first; then routes, triggers and the scheduler switch at
+   * once; then the replaced versions are unloaded. Rejects with a coded error and changes nothing if a
+   * task is invalid or fails to load.
+   */
+  async install(bundles: readonly TaskBundle[]): Promise<void> {
+    const routes = this.validate(bundles);
+    const gen = ++this.#generation;
+    const next = new Map<string, Installed>();
+    const toLoad: TaskLoad[] = [];
+    const t = this.#deps.config.tasks;
+    for (const b of bundles) {
+      const current = this.#installed.get(b.spec.name);
+      if (current && current.sha256 === b.sha256 && JSON.stringify(current.spec) === JSON.stringify(b.spec)) {
+        next.set(b.spec.name, current);
+        continue;
+      }
+      const key = `${b.spec.name}@${b.spec.version}#${gen}`;
+      const topics = b.spec.triggers.flatMap((tr) => ('topic' in tr ? [tr.topic] : []));
+      next.set(b.spec.name, { spec: b.spec, key, sha256: b.sha256, installedAt: new Date().toISOString(), mayReceive: [...b.spec.permissions.subscribe, ...topics] });
+      toLoad.push({
+        key,
+        name: b.spec.name,
+        version: b.spec.version,
+        code: b.code,
+        lifecycle: b.spec.lifecycle,
+        memoryMb: b.spec.limits.memoryMb,
+        timeoutMs: b.spec.limits.timeoutMs,
+        minWarm: t.minWarm,
+        concurrency: b.spec.limits.concurrency,
+        idleMs: t.idleMs,
+        configJson: JSON.stringify(b.spec.config),
+        maxResultBytes: t.maxResultBytes,
+        maxTimers: t.maxTimers,
+        maxLogLines: t.maxLogLines,
+        maxPublishesPerInvocation: t.maxPublishesPerInvocation,
+      });
+    }
+    for (const l of toLoad) this.#byKey.set(l.key, next.get(l.name)!);
+    const loaded = await Promise.allSettled(toLoad.map((l) => this.#host.load(l)));
+    const failed = loaded.findIndex((r) => r.status === 'rejected');
+    if (failed >= 0) {
+      await Promise.all(toLoad.map((l) => this.#host.unload(l.key)));
+      for (const l of toLoad) this.#byKey.delete(l.key);
+      const reason = (loaded[failed] as PromiseRejectedResult).reason as Error;
+      throw isCoordinatorError(reason) ? reason : new CoordinatorError('COORD_ERR_TASK_LOAD', reason.message, { cause: reason });
+    }
+
+    // The switch: nothing below can fail on the new set (it was validated above).
+    const previous = this.#installed;
+    this.#cron?.stop();
+    this.#installed = next;
+    this.#routes = routes;
+    this.#scheduler.setTasks(
+      [...next.values()].map(({ spec }) => ({
+        name: spec.name,
+        priority: spec.priority,
+        concurrency: spec.limits.concurrency,
+        queueDepth: spec.limits.queueDepth,
+        timeoutMs: spec.limits.timeoutMs,
+        retries: spec.retries,
+        // A new version is a redeploy: the scheduler resets counters and BROKEN when this changes.
+        key: next.get(spec.name)!.key,
+      })),
+    );
+    this.#cron = new CronTriggers([...next.values()].map((i) => i.spec), (task, event) => this.#submit(task, event));
+    this.#cron.start();
+    for (const old of previous.values()) {
+      if (next.get(old.spec.name)?.key === old.key) continue;
+      void this.#host.unload(old.key).then(() => this.#byKey.delete(old.key));
+    }
+    this.#deps.log.info({ tasks: [...next.values()].map((i) => `${i.spec.name}@${i.spec.version}`), loaded: toLoad.length, routes: routes.routes.length }, 'tasks installed');
+  }
+
+  /** Queues an invocation of `task`; resolves with its result. */
+  invoke(task: string, event: TaskEvent): Promise<unknown> {
+    return this.#scheduler.submit(task, event);
+  }
+
+  #submit(task: string, event: TaskEvent): void {
+    this.#scheduler.submit(task, event).catch((err: unknown) => {
+      const e = err as CoordinatorError;
+      // Refusals are counted by the scheduler; failures are in the task's log already.
+      this.#deps.log.debug({ task, code: e.code, type: event.type }, `invocation not completed: ${e.message}`);
+    });
+  }
+
+  async #execute(inv: Invocation): Promise<unknown> {
+    const installed = this.#installed.get(inv.task);
+    if (!installed) throw new CoordinatorError('COORD_ERR_TASK_CANCELLED', `task ${inv.task} is no longer installed`);
+    this.#callers.set(inv.id, { spec: installed.spec, invocationId: inv.id, publishes: 0, background: false });
+    try {
+      const json = await this.#host.invoke(installed.key, inv.id, JSON.stringify(inv.event));
+      return JSON.parse(json) as unknown;
+    } catch (err) {
+      const e = err as CoordinatorError;
+      this.#taskLog(inv.task, inv.id, 'error', `${e.code}: ${e.message}`);
+      throw err;
+    } finally {
+      this.#callers.delete(inv.id);
+    }
+  }
+
+  #call(key: string, invocationId: string, method: string, argsJson: string): Promise<string | undefined> {
+    const installed = this.#byKey.get(key);
+    if (!installed) return Promise.reject(new CoordinatorError('COORD_ERR_TASK_CANCELLED', 'the task was unloaded'));
+    // A call from no running invocation (a pinned task's timer, onStart) is a background call.
+    const caller = this.#callers.get(invocationId);
+    const effective = caller?.spec.name === installed.spec.name ? caller : { spec: installed.spec, invocationId, publishes: 0, background: true };
+    return this.#api.call(effective, method, argsJson);
+  }
+
+  #taskLog(task: string, invocationId: string, level: LogLevel, text: string): void {
+    const line = this.#logs.append(task, invocationId, level, text);
+    this.#deps.log[level]({ task, invocationId, taskLog: true }, line.text);
+  }
+
+  /** Sends a message along the routes its source and topic match. */
+  #route(source: MessageSource, topic: string, payload: Buffer, qos: 0 | 1): void {
+    const hits = this.#routes.match(source, topic);
+    if (hits.length === 0) {
+      if (source.kind === 'task') {
+        this.unrouted++;
+        this.#deps.log.debug({ task: source.id, topic }, 'task message matched no route; delivered nowhere');
+      }
+      return;
+    }
+    let event: MessageEvent | undefined;
+    for (const r of hits) {
+      if (r.task === undefined) {
+        // To the broker, for devices: only messages the broker has not already carried (a device's own
+        // PUBLISH went through it).
+        if (source.kind !== 'device') this.#deps.aedes.publish({ cmd: 'publish', topic, payload, qos, retain: false, dup: false }, () => undefined);
+        continue;
+      }
+      const target = this.#installed.get(r.task);
+      if (!target) continue;
+      if (!anyMatches(target.mayReceive, topic)) {
+        this.#deps.log.warn({ code: 'COORD_ERR_TASK_DENIED', task: r.task, topic }, `route to task ${r.task} dropped: ${topic} is outside its permissions.subscribe`);
+        continue;
+      }
+      event ??= messageEvent(source, topic, payload, qos);
+      this.#submit(r.task, event);
+    }
+  }
+
+  #shadowDelta(id: ShadowId, payload: Record<string, unknown>): void {
+    for (const i of this.#installed.values()) {
+      for (const t of i.spec.triggers) {
+        if ('shadowDelta' in t && t.shadowDelta.thing === id.thing && t.shadowDelta.name === id.name) {
+          this.#submit(i.spec.name, {
+            type: 'shadowDelta',
+            thing: id.thing,
+            ...(id.name === undefined ? {} : { shadow: id.name }),
+            state: payload.state as MessageEvent['payload'] & Record<string, never>,
+            version: payload.version as number,
+          });
+        }
+      }
+    }
+    if (this.#routes.routes.some((r) => r.source === 'shadow' || r.source === '*')) {
+      this.#route({ kind: 'shadow' }, `${shadowPrefix(id)}/update/delta`, Buffer.from(JSON.stringify(payload)), 0);
+    }
+  }
+
+  /** Every installed task with its state and counters. */
+  list(): TaskInfo[] {
+    return [...this.#installed.values()].map((i) => ({
+      name: i.spec.name,
+      version: i.spec.version,
+      lifecycle: i.spec.lifecycle,
+      sha256: i.sha256,
+      installedAt: i.installedAt,
+      ...this.#scheduler.stats(i.spec.name)!,
+    }));
+  }
+
+  /** One task: what list() shows, its manifest, and its isolates. */
+  async show(name: string): Promise<Record<string, unknown>> {
+    const i = this.#installed.get(name);
+    if (!i) throw new CoordinatorError('COORD_ERR_TASK_UNKNOWN', `no task named ${name} is installed`);
+    const host = await this.#host.stats();
+    return { ...this.list().find((t) => t.name === name), spec: i.spec, isolates: host.tasks.find((t) => t.key === i.key) ?? null };
+  }
+
+  /** Log lines of a task after sequence number `after`. */
+  logs(name: string, after?: number): TaskLogLine[] {
+    if (!this.#installed.has(name)) throw new CoordinatorError('COORD_ERR_TASK_UNKNOWN', `no task named ${name} is installed`);
+    return this.#logs.since(name, after);
+  }
+
+  /** Totals for `coordinator status`. */
+  async status(): Promise<Record<string, unknown>> {
+    const host = await this.#host.stats().catch(() => ({ tasks: [], rssBytes: 0 }));
+    return {
+      installed: this.#installed.size,
+      queued: this.#scheduler.queued,
+      running: this.#scheduler.running,
+      unrouted: this.unrouted,
+      host: { pid: this.#host.pid ?? null, restarts: this.#host.restarts, rssBytes: host.rssBytes },
+    };
+  }
+
+  /** Stops triggers, cancels queued invocations, stops pinned tasks and the task host. */
+  async stop(): Promise<void> {
+    this.#deps.aedes.off('publish', this.#onPublish);
+    this.#deps.shadows.off('delta', this.#onDelta);
+    this.#cron?.stop();
+    await Promise.race([this.#scheduler.close(), new Promise((r) => setTimeout(r, 1000).unref())]);
+    await this.#host.close();
+  }
+}
+
+/** The event a task receives for an MQTT message. */
+export function messageEvent(source: MessageSource, topic: string, payload: Buffer, qos: 0 | 1): MessageEvent {
+  let text: string;
+  try {
+    text = new TextDecoder('utf-8', { fatal: true }).decode(payload);
+  } catch {
+    return { type: 'message', topic, payload: '', text: '', payloadBase64: payload.toString('base64'), qos, source };
+  }
+  let parsed: MessageEvent['payload'] = text;
+  try {
+    parsed = JSON.parse(text) as MessageEvent['payload'];
+  } catch {
+    // not JSON: the text is the payload
+  }
+  return { type: 'message', topic, payload: parsed, text, qos, source };
+}
