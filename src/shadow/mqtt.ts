@@ -69,7 +69,19 @@ export function attachShadowMqtt(
   };
 
   const handle = (packet: AedesPublishPacket, done: () => void): void => {
-    done(); // never hold the broker's delivery loop on a shadow request
+    // Take the request (parse it, give it its version) before calling done(), and call done() without
+    // waiting for the commit. Order matters: when mqemitter has messages queued (it is at its concurrency
+    // limit, e.g. a slow QoS 1 subscriber holds slots), done() synchronously dispatches the next queued
+    // message to this handler, recursively; code placed after done() would run for the queued requests
+    // in reverse order and give later updates of a shadow the lower versions.
+    try {
+      take(packet);
+    } finally {
+      done();
+    }
+  };
+
+  const take = (packet: AedesPublishPacket): void => {
     const match = REQUEST.exec(packet.topic);
     if (!match) return; // the filters below only deliver request topics; kept so a filter change cannot crash this
     const [, thing, name, op] = match as unknown as [string, string, string | undefined, 'get' | 'update' | 'delete'];

@@ -1,4 +1,6 @@
 /** The AWS IoT Device Shadow MQTT API on the local broker, spoken by a plain MQTT.js client. */
+import { createConnection } from 'node:net';
+import mqttPacket from 'mqtt-packet';
 import { describe, expect, it } from 'vitest';
 import { connect, inbox } from '../helpers/mqtt.js';
 import { startCoordinator } from '../helpers/process.js';
@@ -114,4 +116,37 @@ describe('shadow MQTT API', () => {
     expect(accepted.map((a) => a.body.version)).toEqual(accepted.map((_, i) => i + 1));
     await c.stop();
   });
+
+  it('gives updates of one shadow their versions in arrival order even when the broker queues deliveries', async () => {
+    // aedes' mqemitter runs at most 100 deliveries at once; a subscriber that stops reading holds slots,
+    // and further messages (our requests) wait in its queue. Releasing them re-enters the shadow handler
+    // recursively; the handler must still take each request in order (a found-and-fixed bug).
+    const c = await startCoordinator();
+    const slow = createConnection({ host: '127.0.0.1', port: c.port });
+    await new Promise((r) => slow.once('connect', r));
+    slow.write(mqttPacket.generate({ cmd: 'connect', protocolId: 'MQTT', protocolVersion: 4, clean: true, clientId: 'slow', keepalive: 0 }));
+    slow.write(mqttPacket.generate({ cmd: 'subscribe', messageId: 1, subscriptions: [{ topic: 'slow/#', qos: 1 }] }));
+    await new Promise((r) => setTimeout(r, 300));
+    slow.pause();
+    const filler = await connect(c.url, { clientId: 'filler' });
+    const big = Buffer.alloc(120_000, 'x');
+    for (let i = 0; i < 150; i++) filler.publish('slow/fill', big, { qos: 0 });
+    await new Promise((r) => setTimeout(r, 1500));
+
+    const streamer = await connect(c.url, { clientId: 'streamer' });
+    const box = inbox(streamer);
+    await streamer.subscribeAsync('$aws/things/boiler/shadow/update/accepted', { qos: 1 });
+    const N = 30;
+    await Promise.all(Array.from({ length: N }, (_, seq) => streamer.publishAsync('$aws/things/boiler/shadow/update', JSON.stringify({ state: { reported: { seq } } }), { qos: 1 })));
+    slow.resume();
+    slow.on('data', () => undefined);
+    await box.count(N, (t) => t.endsWith('/accepted'), 15_000);
+    const byVersion = box.messages
+      .map((m) => json(m.payload) as { version: number; state: { reported: { seq: number } } })
+      .sort((a, b) => a.version - b.version)
+      .map((b) => b.state.reported.seq);
+    expect(byVersion).toEqual(Array.from({ length: N }, (_, i) => i));
+    slow.destroy();
+    await c.stop();
+  }, 30_000);
 });
