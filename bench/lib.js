@@ -186,13 +186,20 @@ class ManagedProcess {
 
 /** GET /v1/status over the coordinator's admin socket. */
 export function adminStatus(socketPath) {
+  return adminGet(socketPath, '/v1/status');
+}
+
+/** GET `path` (e.g. `/v1/task?name=echo`) over the coordinator's admin socket; resolves with the JSON body. */
+export function adminGet(socketPath, path) {
   return new Promise((resolveStatus, reject) => {
-    const req = request({ socketPath, method: 'GET', path: '/v1/status', timeout: 1000 }, (res) => {
+    const req = request({ socketPath, method: 'GET', path, timeout: 1000 }, (res) => {
       const chunks = [];
       res.on('data', (c) => chunks.push(c));
       res.on('end', () => {
         try {
-          resolveStatus(JSON.parse(Buffer.concat(chunks).toString('utf8')));
+          const body = JSON.parse(Buffer.concat(chunks).toString('utf8'));
+          if (res.statusCode >= 400) reject(new Error(`GET ${path}: HTTP ${res.statusCode}: ${JSON.stringify(body)}`));
+          else resolveStatus(body);
         } catch (err) {
           reject(err);
         }
@@ -205,15 +212,15 @@ export function adminStatus(socketPath) {
 }
 
 /**
- * Spawns `node dist/cli/main.js start --mqtt-port 0 --data-dir <fresh tmp> --log-level <level>` and
- * resolves once its MQTT listener is bound. At info level the listener line on stdout gives the port;
- * at warn and above that line is not logged, so the port comes from the admin socket's status instead
- * (whichever answers first wins).
+ * Spawns `node dist/cli/main.js start --mqtt-port 0 --data-dir <fresh tmp> --log-level <level>` (plus
+ * `extraArgs`, e.g. `['--tasks-dir', dir]`) and resolves once its MQTT listener is bound. At info level
+ * the listener line on stdout gives the port; at warn and above that line is not logged, so the port
+ * comes from the admin socket's status instead (whichever answers first wins).
  */
-export async function spawnCoordinator({ logLevel = 'warn', label = 'coordinator' } = {}) {
+export async function spawnCoordinator({ logLevel = 'warn', label = 'coordinator', extraArgs = [] } = {}) {
   if (!existsSync(COORDINATOR_CLI)) throw new Error(`${COORDINATOR_CLI} is missing: run \`npm run build\` first (npm run bench does)`);
   const dataDir = makeTempDir('ec-bench-coord-');
-  const proc = new ManagedProcess(label, [COORDINATOR_CLI, 'start', '--mqtt-port', '0', '--mqtt-host', HOST, '--data-dir', dataDir, '--log-level', logLevel]);
+  const proc = new ManagedProcess(label, [COORDINATOR_CLI, 'start', '--mqtt-port', '0', '--mqtt-host', HOST, '--data-dir', dataDir, '--log-level', logLevel, ...extraArgs]);
   const fromLog = proc.waitForJsonLine((o) => (o.listener === 'mqtt' && typeof o.port === 'number' ? o.port : undefined));
   const socketPath = join(dataDir, 'coordinator.sock');
   let polling = true;
@@ -268,6 +275,23 @@ export async function spawnBareAedes({ label = 'bare aedes', appendEchoDir } = {
   }
 }
 
+/**
+ * Spawns `node <args...>` (args may start with node options such as --no-node-snapshot) as a managed
+ * process and resolves once a stdout line parsed as JSON makes `ready(obj)` return a value:
+ * { label, pid, proc, value, stop }. For helper processes of a benchmark (an echo client, a
+ * measurement script); stopped by cleanup() like the brokers.
+ */
+export async function spawnScript({ label, args, ready, timeoutMs = STARTUP_TIMEOUT_MS }) {
+  const proc = new ManagedProcess(label, args);
+  try {
+    const value = await proc.waitForJsonLine(ready, timeoutMs);
+    return { label, pid: proc.pid, proc, value, stop: () => proc.stop() };
+  } catch (err) {
+    await proc.stop();
+    throw err;
+  }
+}
+
 async function stopAndRemove(proc, dir) {
   try {
     await proc.stop();
@@ -310,10 +334,13 @@ function ticksPerSecond() {
   return clockTicks;
 }
 
-/** CPU seconds (user + system) a process has used so far, or null when unavailable. */
-export function cpuSeconds(pid) {
+/**
+ * CPU seconds (user + system) a process has used so far, or null when unavailable; with `tid`, only
+ * that thread's (the main thread's tid is the pid).
+ */
+export function cpuSeconds(pid, tid) {
   try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const stat = readFileSync(tid === undefined ? `/proc/${pid}/stat` : `/proc/${pid}/task/${tid}/stat`, 'utf8');
     // Fields after the command name (which may contain spaces) start at field 3; utime/stime are 14/15.
     const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
     return (Number(fields[11]) + Number(fields[12])) / ticksPerSecond();

@@ -18,6 +18,7 @@ import { performance } from 'node:perf_hooks';
 import { brokerThroughput } from './broker-throughput.js';
 import { idleRss } from './idle-rss.js';
 import { shadowUpdates } from './shadow-updates.js';
+import { taskRuntime } from './task-runtime.js';
 import { BENCH_DIR, cleanup, cleanupSync, formatTable } from './lib.js';
 
 /** Every benchmark, in the order they run. */
@@ -25,6 +26,7 @@ const BENCHMARKS = [
   { name: 'broker-throughput', run: brokerThroughput },
   { name: 'idle-rss', run: idleRss },
   { name: 'shadow-updates', run: shadowUpdates },
+  { name: 'task-runtime', run: taskRuntime },
 ];
 
 const RESULTS_FILE = join(BENCH_DIR, 'results.json');
