@@ -425,10 +425,12 @@ async function coldStartMain(opts) {
     maxResultBytes: 65_536,
     maxTimers: 64,
     maxPublishesPerInvocation: 100,
+    publishFilters: ['echo/+/out'],
+    maxPayloadBytes: 131_072,
     maxLogLines: 200,
   };
   // The core's answer to ctx.publish, as host-main.ts splices it.
-  const host = { call: async () => '{"ok":true}', log: () => {}, failed: () => {} };
+  const host = { call: async () => '{"ok":true}', publish: () => {}, log: () => {}, failed: () => {} };
   const text = payloadOf(1);
   const eventJson = JSON.stringify({ type: 'message', topic: 'echo/1/in', payload: JSON.parse(text), text, qos: 0, source: { kind: 'device', id: 'bench' } });
   const out = { create: [], bare: [], bareIsolateOnly: [], firstInvoke: [], secondInvoke: [], codeBytes: code.length };

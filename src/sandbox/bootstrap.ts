@@ -36,8 +36,8 @@ const mapSize = Object.getOwnPropertyDescriptor(Map.prototype, 'size').get;
 // Surfaces a task never needs and that only widen what a hostile one can do.
 for (const name of ['WebAssembly', 'SharedArrayBuffer', 'Atomics']) delete G[name];
 
-let hostCall; let hostCallApply; let hostLog; let hostTimer;
-let task; let config; let maxTimers = 64; let maxPublishes = 100;
+let hostCall; let hostCallApply; let hostLog; let hostTimer; let hostPublish;
+let task; let config; let maxTimers = 64; let maxPublishes = 100; let publishFilters = []; let maxPayloadBytes = 131072;
 const timers = new MapCtor();
 let nextTimerId = 1;
 const NO_PROTO_CALL = { __proto__: null, arguments: { __proto__: null, copy: true }, result: { __proto__: null, promise: true, copy: true } };
@@ -196,6 +196,20 @@ function payloadOf(payload) {
   if (payload instanceof ArrayBufferCtor || isView(payload)) return { base64: base64(bytesOf(payload)) };
   return { text: toJson(payload, 'payload') };
 }
+// [MQTT-4.7] filter matching, as the core does it; [MQTT-4.7.2-1] wildcards never match '$' topics first.
+function filterMatches(filter, topic) {
+  if (topic[0] === '$' && (filter[0] === '+' || filter[0] === '#')) return false;
+  const f = filter.split('/'); const t = topic.split('/');
+  for (let i = 0; i < f.length; i++) {
+    if (f[i] === '#') return true;
+    if (i >= t.length || (f[i] !== '+' && f[i] !== t[i])) return false;
+  }
+  return f.length === t.length;
+}
+function mayPublish(topic) {
+  for (let i = 0; i < publishFilters.length; i++) if (filterMatches(publishFilters[i], topic)) return true;
+  return false;
+}
 function checkKey(key) {
   if (typeof key !== 'string' || key.length === 0) throw codedError('COORD_ERR_TASK_BAD_CALL', 'state keys are non-empty strings');
   return key;
@@ -205,9 +219,17 @@ function makeCtx(invocationId) {
   // The core counts and refuses too (it is the authority); counting here spares the host and the core a
   // flood of calls that would all be refused.
   let published = 0;
+  // One-way: checked here (so a refusal throws in the task at once), sent without waiting, and checked
+  // again by the core, which is the authority and drops (and logs) anything outside the permissions.
   const publish = async (topic, payload, options) => {
+    const t = StringCtor(topic);
+    if (t === '' || t.includes('+') || t.includes('#') || t.includes('\u0000')) throw codedError('COORD_ERR_TASK_BAD_CALL', 'topic ' + jsonStringify(t) + ' is not a valid topic name');
+    if (!mayPublish(t)) throw codedError('COORD_ERR_TASK_DENIED', 'this task may not publish to ' + t + ' (permissions.publish)');
+    const p = payloadOf(payload === undefined ? '' : payload);
+    const size = p.text !== undefined ? (p.text.length * 3 > maxPayloadBytes ? utf8Encode(p.text).length : p.text.length) : (p.base64.length * 3) / 4;
+    if (size > maxPayloadBytes) throw codedError('COORD_ERR_TASK_LIMIT', 'payload of ' + size + ' bytes exceeds broker.maxPayloadBytes (' + maxPayloadBytes + ')');
     if (++published > maxPublishes) throw codedError('COORD_ERR_TASK_LIMIT', 'more than ' + maxPublishes + ' publishes in one invocation (tasks.maxPublishesPerInvocation)');
-    return c('publish', { topic: StringCtor(topic), payload: payloadOf(payload === undefined ? '' : payload), qos: options && options.qos === 1 ? 1 : 0 });
+    hostPublish(invocationId, t, p.text === undefined ? null : p.text, p.base64 === undefined ? null : p.base64, options && options.qos === 1 ? 1 : 0);
   };
   return ObjectFreeze({
     invocationId,
@@ -242,10 +264,12 @@ async function invoke(name, invocationId, event) {
   return toJson(result, 'result');
 }
 
-export function init(callRef, logCb, timerCb, configJson, timerLimit, publishLimit) {
+export function init(callRef, logCb, timerCb, publishCb, configJson, limitsJson) {
   if (hostCall) throw new ErrorCtor('already initialised');
-  hostCall = callRef; hostCallApply = callRef.apply; hostLog = logCb; hostTimer = timerCb;
-  config = configJson; maxTimers = timerLimit; maxPublishes = publishLimit;
+  hostCall = callRef; hostCallApply = callRef.apply; hostLog = logCb; hostTimer = timerCb; hostPublish = publishCb;
+  config = configJson;
+  const limits = jsonParse(limitsJson);
+  maxTimers = limits.maxTimers; maxPublishes = limits.maxPublishes; publishFilters = limits.publishFilters; maxPayloadBytes = limits.maxPayloadBytes;
 }
 export function setTask(namespaceRef) {
   task = namespaceRef.deref();

@@ -4,6 +4,7 @@
  * isolated-vm on Node >= 20), supervises it, and talks to it over Node's IPC channel (./protocol.ts).
  * It decides nothing: it loads what the core sends and forwards every host-API call to the core.
  */
+import { Batcher } from './batch.js';
 import { RuntimeError, type RuntimeHost } from './isolate-runtime.js';
 import type { CoreToHost, HostToCore, LogLevel, WireError } from './protocol.js';
 import { TaskPool } from './task-pool.js';
@@ -17,10 +18,14 @@ let nextCallId = 1;
 /** Log lines per invocation, to cut a flood short. */
 const logCounts = new Map<string, number>();
 
-function send(message: HostToCore): void {
+const outbox = new Batcher<HostToCore>((m) => {
   // A core that went away leaves nothing to serve: exit rather than run tasks nobody controls.
   if (!process.connected) process.exit(0);
-  process.send!(message);
+  process.send!(m.length === 1 ? m[0] : { t: 'batch', m });
+});
+
+function send(message: HostToCore): void {
+  outbox.push(message);
 }
 
 function wire(err: unknown): WireError {
@@ -37,6 +42,9 @@ function hostFor(key: string, maxLogLines: number): RuntimeHost {
         pendingCalls.set(callId, { resolve });
         send({ t: 'call', callId, key, invocationId, method, argsJson });
       }),
+    publish: (invocationId, topic, text, base64, qos) => {
+      send(text === undefined ? { t: 'publish', key, invocationId, topic, base64, qos } : { t: 'publish', key, invocationId, topic, text, qos });
+    },
     log: (invocationId: string, level: LogLevel, text: string) => {
       const n = (logCounts.get(invocationId) ?? 0) + 1;
       logCounts.set(invocationId, n);
@@ -84,8 +92,13 @@ async function invoke(message: Extract<CoreToHost, { t: 'invoke' }>): Promise<vo
   }
 }
 
-process.on('message', (raw: CoreToHost) => {
+process.on('message', (raw: CoreToHost) => onMessage(raw));
+
+function onMessage(raw: CoreToHost): void {
   switch (raw.t) {
+    case 'batch':
+      for (const m of raw.m) onMessage(m);
+      break;
     case 'load':
       void load(raw);
       break;
@@ -110,7 +123,7 @@ process.on('message', (raw: CoreToHost) => {
       send({ t: 'stats', tasks: [...pools.values()].map((p) => p.stats()), rssBytes: process.memoryUsage.rss() });
       break;
   }
-});
+}
 
 // The core closing the channel (or dying) ends the host: no orphaned isolates.
 process.on('disconnect', () => process.exit(0));

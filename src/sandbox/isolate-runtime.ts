@@ -15,6 +15,8 @@ import type { LogLevel, TaskLoad, WireError } from './protocol.js';
 /** The host side of a task's calls: the core answers them (after checking permissions). */
 export interface RuntimeHost {
   call(invocationId: string, method: string, argsJson: string): Promise<string>;
+  /** A ctx.publish the sandbox allowed; one-way, the core checks it again. */
+  publish(invocationId: string, topic: string, text: string | undefined, base64: string | undefined, qos: 0 | 1): void;
   log(invocationId: string, level: LogLevel, text: string): void;
   /** A timer callback of a pinned task failed or the isolate died outside an invocation. */
   failed(error: WireError): void;
@@ -93,31 +95,38 @@ export class IsolateRuntime {
   }
 
   async #load(): Promise<void> {
+    // Everything up to the task's own code is ours and bounded: done with isolated-vm's synchronous
+    // calls (each async call is a hop to its thread pool and back, most of a cold start). The task's
+    // top-level code and the look-up of its export run asynchronously, with the load time limit, so a
+    // hostile module cannot hold the host's thread.
     const iso = this.#isolate;
-    const context = await iso.createContext();
+    const context = iso.createContextSync();
     this.#context = context;
     const refuse = (specifier: string): never => {
       throw new Error(`imports are not available in the sandbox (import of "${specifier}")`);
     };
-    const boot = await iso.compileModule(BOOTSTRAP_SOURCE, { filename: 'coordinator:bootstrap' });
-    await boot.instantiate(context, refuse);
-    await boot.evaluate({ timeout: LOAD_TIMEOUT_MS });
+    const boot = iso.compileModuleSync(BOOTSTRAP_SOURCE, { filename: 'coordinator:bootstrap' });
+    boot.instantiateSync(context, refuse);
+    boot.evaluateSync({ timeout: LOAD_TIMEOUT_MS });
     const ns = boot.namespace;
-    const get = (name: string): Promise<ivm.Reference> => ns.get(name, { reference: true }) as Promise<ivm.Reference>;
-    const [init, setTask, run, start, stop, fire, clearTimers] = await Promise.all(
-      ['init', 'setTask', 'run', 'start', 'stop', 'fire', 'clearTimers'].map(get),
-    );
+    const get = (name: string): ivm.Reference => ns.getSync(name, { reference: true }) as ivm.Reference;
     const hostCall = new ivm.Reference((method: string, argsJson: string, invocationId: string) => this.#host.call(invocationId, method, argsJson));
     const hostLog = new ivm.Callback((invocationId: string, level: LogLevel, text: string) => this.#host.log(String(invocationId), level, String(text)), { ignored: true });
+    const hostPublish = new ivm.Callback(
+      (invocationId: string, topic: string, text: string | null, base64: string | null, qos: number) =>
+        this.#host.publish(String(invocationId), String(topic), text ?? undefined, base64 ?? undefined, qos === 1 ? 1 : 0),
+      { ignored: true },
+    );
     const hostTimer = new ivm.Callback((op: string, id: number, ms: number, repeat: boolean) => this.#timer(op, id, ms, repeat), { ignored: true });
-    await init!.apply(undefined, [hostCall, hostLog, hostTimer, this.#task.configJson, this.#task.maxTimers, this.#task.maxPublishesPerInvocation], { timeout: LOAD_TIMEOUT_MS });
+    const limits = { maxTimers: this.#task.maxTimers, maxPublishes: this.#task.maxPublishesPerInvocation, publishFilters: this.#task.publishFilters, maxPayloadBytes: this.#task.maxPayloadBytes };
+    get('init').applySync(undefined, [hostCall, hostLog, hostTimer, hostPublish, this.#task.configJson, JSON.stringify(limits)], { timeout: LOAD_TIMEOUT_MS });
 
-    const mod = await iso.compileModule(this.#task.code, { filename: `task:///${this.#task.name}@${this.#task.version}.js` });
-    await mod.instantiate(context, refuse);
+    const mod = iso.compileModuleSync(this.#task.code, { filename: `task:///${this.#task.name}@${this.#task.version}.js` });
+    mod.instantiateSync(context, refuse);
     await mod.evaluate({ timeout: LOAD_TIMEOUT_MS });
-    const shape = (await setTask!.apply(undefined, [mod.namespace], { timeout: LOAD_TIMEOUT_MS })) as string;
+    const shape = (await get('setTask').apply(undefined, [mod.namespace], { timeout: LOAD_TIMEOUT_MS })) as string;
     if (shape !== 'ok') throw new Error('the default export has no onEvent(event, ctx) function');
-    this.#fns = { run: run!, start: start!, stop: stop!, fire: fire!, clearTimers: clearTimers! };
+    this.#fns = { run: get('run'), start: get('start'), stop: get('stop'), fire: get('fire'), clearTimers: get('clearTimers') };
   }
 
   /** False once the isolate was disposed (limit exceeded, timeout, unload). */
@@ -149,6 +158,8 @@ export class IsolateRuntime {
 
   /** Drops the timers an on-demand invocation left behind: they die with the invocation. */
   clearTimers(): void {
+    // Nothing pending (the usual case): no crossing into the isolate.
+    if (this.#timers.size === 0) return;
     for (const t of this.#timers.values()) clearTimeout(t);
     this.#timers.clear();
     if (this.alive) this.#fns?.clearTimers.applyIgnored(undefined, [], { timeout: this.#task.timeoutMs });

@@ -35,6 +35,10 @@ export interface TaskLoad {
   readonly maxTimers: number;
   /** Most publishes of one invocation (the core enforces it; the sandbox refuses early too). */
   readonly maxPublishesPerInvocation: number;
+  /** permissions.publish: the sandbox refuses outside them at once; the core checks every publish again. */
+  readonly publishFilters: readonly string[];
+  /** Largest publish payload (broker.maxPayloadBytes). */
+  readonly maxPayloadBytes: number;
   /** Most log lines one invocation may write; later ones are counted and dropped. */
   readonly maxLogLines: number;
 }
@@ -45,7 +49,8 @@ export type CoreToHost =
   | { readonly t: 'unload'; readonly key: string }
   | { readonly t: 'invoke'; readonly id: string; readonly key: string; readonly eventJson: string }
   | { readonly t: 'reply'; readonly callId: number; readonly ok: boolean; readonly valueJson?: string; readonly error?: WireError }
-  | { readonly t: 'stats' };
+  | { readonly t: 'stats' }
+  | { readonly t: 'batch'; readonly m: readonly CoreToHost[] };
 
 /** Per-task figures the host reports on request. */
 export interface HostTaskStats {
@@ -65,7 +70,10 @@ export type HostToCore =
   | { readonly t: 'call'; readonly callId: number; readonly key: string; readonly invocationId: string; readonly method: string; readonly argsJson: string }
   | { readonly t: 'log'; readonly key: string; readonly invocationId: string; readonly level: LogLevel; readonly text: string }
   | { readonly t: 'stats'; readonly tasks: readonly HostTaskStats[]; readonly rssBytes: number }
-  | { readonly t: 'failed'; readonly key: string; readonly error: WireError };
+  | { readonly t: 'failed'; readonly key: string; readonly error: WireError }
+  /** A task's ctx.publish: one-way (the sandbox already checked it; the core checks it again). */
+  | { readonly t: 'publish'; readonly key: string; readonly invocationId: string; readonly topic: string; readonly text?: string; readonly base64?: string; readonly qos: 0 | 1 }
+  | { readonly t: 'batch'; readonly m: readonly HostToCore[] };
 
 /** Levels of task log lines. */
 export type LogLevel = 'debug' | 'info' | 'warn' | 'error';

@@ -11,6 +11,7 @@ import { EventEmitter } from 'node:events';
 import { fileURLToPath } from 'node:url';
 import { CoordinatorError, ERRORS, type ErrorCode } from '../errors.js';
 import type { Logger } from '../log/logger.js';
+import { Batcher } from './batch.js';
 import type { CoreToHost, HostTaskStats, HostToCore, LogLevel, TaskLoad, WireError } from './protocol.js';
 
 /**
@@ -27,6 +28,8 @@ export interface TaskHostOptions {
   readonly log: Logger;
   /** Answers a task's host-API call with the value as JSON; rejects with a CoordinatorError to refuse it. */
   readonly onCall: (key: string, invocationId: string, method: string, argsJson: string) => Promise<string | undefined>;
+  /** A task's one-way ctx.publish, to be checked and routed. */
+  readonly onPublish: (key: string, invocationId: string, topic: string, payload: Buffer, qos: 0 | 1) => void;
   /** A task log line. */
   readonly onLog: (key: string, invocationId: string, level: LogLevel, text: string) => void;
   /** A loaded task failed outside an invocation (a pinned task's timer, its isolate died). */
@@ -108,13 +111,23 @@ export class TaskHost extends EventEmitter<{ restarted: []; exit: [code: number 
     });
   }
 
-  #send(message: CoreToHost): void {
+  readonly #outbox = new Batcher<CoreToHost>((m) => {
     const child = this.#child;
-    if (child?.connected) child.send(message);
+    if (child?.connected) child.send(m.length === 1 ? m[0]! : { t: 'batch', m });
+  });
+
+  #send(message: CoreToHost): void {
+    this.#outbox.push(message);
   }
 
   #onMessage(m: HostToCore): void {
     switch (m.t) {
+      case 'batch':
+        for (const one of m.m) this.#onMessage(one);
+        break;
+      case 'publish':
+        this.#opts.onPublish(m.key, m.invocationId, m.topic, m.text !== undefined ? Buffer.from(m.text) : Buffer.from(m.base64 ?? '', 'base64'), m.qos);
+        break;
       case 'loaded': {
         const waiters = this.#loads.get(m.key) ?? [];
         this.#loads.delete(m.key);

@@ -90,6 +90,19 @@ export class HostApi {
     }
   }
 
+  /**
+   * A one-way ctx.publish from the sandbox (which checked it already): checked again here — the core is
+   * the authority — and sent along the task's routes, or dropped and logged. Never throws.
+   */
+  publishOneWay(caller: Caller, topic: string, payload: Buffer, qos: 0 | 1): void {
+    try {
+      this.#publishChecked(caller, topic, payload, qos);
+    } catch (err) {
+      const e = err as CoordinatorError;
+      this.#deps.log.warn({ code: e.code, task: caller.spec.name, invocationId: caller.invocationId, topic }, `publish dropped: ${e.message}`);
+    }
+  }
+
   async #dispatch(caller: Caller, method: string, args: Record<string, unknown>): Promise<string | undefined> {
     const task = caller.spec.name;
     switch (method) {
@@ -123,17 +136,20 @@ export class HostApi {
   }
 
   #publish(caller: Caller, args: Record<string, unknown>): void {
+    const p = args.payload;
+    if (!isJsonObject(p) || (typeof p.text !== 'string' && typeof p.base64 !== 'string')) throw bad('payload must be a string, bytes or a JSON value');
+    const payload = typeof p.text === 'string' ? Buffer.from(p.text) : Buffer.from(p.base64 as string, 'base64');
+    this.#publishChecked(caller, str(args, 'topic')!, payload, args.qos === 1 ? 1 : 0);
+  }
+
+  #publishChecked(caller: Caller, topic: string, payload: Buffer, qos: 0 | 1): void {
     const { spec } = caller;
-    const topic = str(args, 'topic')!;
     const problem = validateTopic(topic);
     if (problem) throw bad(`topic ${JSON.stringify(topic)} ${problem}`);
     // [MQTT-4.7.2-1] holds here too: '#' in a permission never grants '$' topics.
     if (!anyMatches(spec.permissions.publish, topic)) {
       throw new CoordinatorError('COORD_ERR_TASK_DENIED', `task ${spec.name} may not publish to ${topic} (permissions.publish)`);
     }
-    const p = args.payload;
-    if (!isJsonObject(p) || (typeof p.text !== 'string' && typeof p.base64 !== 'string')) throw bad('payload must be a string, bytes or a JSON value');
-    const payload = typeof p.text === 'string' ? Buffer.from(p.text) : Buffer.from(p.base64 as string, 'base64');
     const { limits } = this.#deps;
     if (payload.length > limits.maxPayloadBytes) {
       throw new CoordinatorError('COORD_ERR_TASK_LIMIT', `payload of ${payload.length} bytes exceeds broker.maxPayloadBytes (${limits.maxPayloadBytes})`);
@@ -150,7 +166,7 @@ export class HostApi {
         throw new CoordinatorError('COORD_ERR_TASK_LIMIT', `task ${spec.name} published more than ${limits.maxPublishesPerSecond} messages in one second outside invocations (tasks.maxPublishesPerSecond)`);
       }
     }
-    this.#deps.publish(spec.name, topic, payload, args.qos === 1 ? 1 : 0);
+    this.#deps.publish(spec.name, topic, payload, qos);
   }
 
   #shadowId(caller: Caller, args: Record<string, unknown>, access: 'read' | 'write'): ShadowId {

@@ -84,8 +84,8 @@ export class TaskRuntime {
   /** Messages from tasks that matched no route. */
   unrouted = 0;
   readonly #onPublish = (packet: AedesPublishPacket, client: Client | null): void => {
-    // Our own publishes (client null) were routed where they were made.
-    if (client) this.#route({ kind: 'device', id: client.id }, packet.topic, packet.payload as Buffer, packet.qos === 1 ? 1 : 0);
+    // Our own publishes (client null) were routed where they were made; no routes, no work per message.
+    if (client && this.#routes.routes.length > 0) this.#route({ kind: 'device', id: client.id }, packet.topic, packet.payload as Buffer, packet.qos === 1 ? 1 : 0);
   };
   readonly #onDelta = (id: ShadowId, payload: Record<string, unknown>): void => this.#shadowDelta(id, payload);
 
@@ -106,6 +106,10 @@ export class TaskRuntime {
       log: deps.log,
       restartDelayMs: t.hostRestartDelayMs,
       onCall: (key, invocationId, method, argsJson) => this.#call(key, invocationId, method, argsJson),
+      onPublish: (key, invocationId, topic, payload, qos) => {
+        const caller = this.#caller(key, invocationId);
+        if (caller) this.#api.publishOneWay(caller, topic, payload, qos);
+      },
       onLog: (key, invocationId, level, text) => this.#taskLog(this.#byKey.get(key)?.spec.name ?? key, invocationId, level, text),
       onFailed: (key, error) => {
         const name = this.#byKey.get(key)?.spec.name ?? key;
@@ -197,6 +201,8 @@ export class TaskRuntime {
         maxTimers: t.maxTimers,
         maxLogLines: t.maxLogLines,
         maxPublishesPerInvocation: t.maxPublishesPerInvocation,
+        publishFilters: b.spec.permissions.publish,
+        maxPayloadBytes: this.#deps.config.broker.maxPayloadBytes,
       });
     }
     for (const l of toLoad) this.#byKey.set(l.key, next.get(l.name)!);
@@ -264,13 +270,18 @@ export class TaskRuntime {
     }
   }
 
-  #call(key: string, invocationId: string, method: string, argsJson: string): Promise<string | undefined> {
+  /** Who a host call comes from: its running invocation, or (a pinned task's timer, onStart) the task in the background. */
+  #caller(key: string, invocationId: string): Caller | undefined {
     const installed = this.#byKey.get(key);
-    if (!installed) return Promise.reject(new CoordinatorError('COORD_ERR_TASK_CANCELLED', 'the task was unloaded'));
-    // A call from no running invocation (a pinned task's timer, onStart) is a background call.
+    if (!installed) return undefined;
     const caller = this.#callers.get(invocationId);
-    const effective = caller?.spec.name === installed.spec.name ? caller : { spec: installed.spec, invocationId, publishes: 0, background: true };
-    return this.#api.call(effective, method, argsJson);
+    return caller?.spec.name === installed.spec.name ? caller : { spec: installed.spec, invocationId, publishes: 0, background: true };
+  }
+
+  #call(key: string, invocationId: string, method: string, argsJson: string): Promise<string | undefined> {
+    const caller = this.#caller(key, invocationId);
+    if (!caller) return Promise.reject(new CoordinatorError('COORD_ERR_TASK_CANCELLED', 'the task was unloaded'));
+    return this.#api.call(caller, method, argsJson);
   }
 
   #taskLog(task: string, invocationId: string, level: LogLevel, text: string): void {

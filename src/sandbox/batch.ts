@@ -1,0 +1,33 @@
+/**
+ * Coalesces the IPC messages of one event-loop turn into one frame. Node's IPC channel costs a write and
+ * a JSON frame per send; under load (thousands of invocations a second) one frame per turn instead of one
+ * per message is most of what the channel costs.
+ */
+
+/** Queues messages and hands them to `flush` once per turn, in order. */
+export class Batcher<T> {
+  readonly #flush: (messages: T[]) => void;
+  #queue: T[] = [];
+  #scheduled = false;
+
+  constructor(flush: (messages: T[]) => void) {
+    this.#flush = flush;
+  }
+
+  /** Queues `message` for this turn's frame. */
+  push(message: T): void {
+    this.#queue.push(message);
+    if (this.#scheduled) return;
+    this.#scheduled = true;
+    setImmediate(() => this.flush());
+  }
+
+  /** Sends what is queued now. */
+  flush(): void {
+    this.#scheduled = false;
+    if (this.#queue.length === 0) return;
+    const messages = this.#queue;
+    this.#queue = [];
+    this.#flush(messages);
+  }
+}
