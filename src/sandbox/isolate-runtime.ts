@@ -109,7 +109,7 @@ export class IsolateRuntime {
     boot.instantiateSync(context, refuse);
     boot.evaluateSync({ timeout: LOAD_TIMEOUT_MS });
     const ns = boot.namespace;
-    const get = (name: string): ivm.Reference => ns.getSync(name, { reference: true }) as ivm.Reference;
+    const get = (name: string): ivm.Reference => ns.getSync(name, { reference: true });
     const hostCall = new ivm.Reference((method: string, argsJson: string, invocationId: string) => this.#host.call(invocationId, method, argsJson));
     const hostLog = new ivm.Callback((invocationId: string, level: LogLevel, text: string) => this.#host.log(String(invocationId), level, String(text)), { ignored: true });
     const hostPublish = new ivm.Callback(
