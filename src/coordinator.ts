@@ -15,7 +15,6 @@ import { applySeeds } from './shadow/seeds.js';
 import { ShadowService } from './shadow/service.js';
 import { ensureDataDir, Store, type StoreHealth } from './store/database.js';
 import { taskRoutes } from './tasks/admin-routes.js';
-import { loadTasksDir } from './tasks/local.js';
 import { TaskRuntime } from './tasks/runtime.js';
 import { VERSION } from './version.js';
 
@@ -195,6 +194,9 @@ export class Coordinator {
  */
 async function installLocalTasks(tasks: TaskRuntime, dir: string, log: Logger): Promise<void> {
   try {
+    // Loaded only when used: esbuild and the manifest schema cost idle memory a gateway without a
+    // tasks folder should not pay.
+    const { loadTasksDir } = await import('./tasks/local.js');
     const bundles = await loadTasksDir(dir);
     await tasks.install(bundles);
   } catch (err) {

@@ -1,12 +1,17 @@
 /**
  * The route table: (source, topic filter) → target, where a source is a device (by client id, or any),
  * a task, or the shadow service, and a target is a task or the broker. A message matching no route
- * reaches no task. Matching uses qlobber (the trie aedes itself matches subscriptions with), so the cost
- * per message does not grow with the number of routes.
+ * reaches no task. A small table (the usual gateway) is scanned; a large one is matched with qlobber (the
+ * trie aedes itself matches subscriptions with), so the cost per message does not grow with the number of
+ * routes. qlobber is required only then: a gateway with a few routes does not pay its memory.
  */
-import { Qlobber } from 'qlobber';
+import { createRequire } from 'node:module';
+import type { Qlobber } from 'qlobber';
 import { CoordinatorError } from '../errors.js';
-import { validateFilter } from './topic.js';
+import { topicMatches, validateFilter } from './topic.js';
+
+/** Above this many routes the table is matched with a trie instead of a scan. */
+const SCAN_LIMIT = 32;
 
 /** Where a message came from. */
 export type MessageSource = { kind: 'device'; id: string } | { kind: 'task'; id: string } | { kind: 'shadow' };
@@ -36,7 +41,7 @@ export function parseTarget(target: string): string | undefined {
 /** An immutable route table. */
 export class RouteTable {
   readonly routes: readonly Route[];
-  readonly #trie: Qlobber;
+  readonly #trie: Qlobber | undefined;
 
   constructor(routes: readonly Route[]) {
     for (const r of routes) {
@@ -44,14 +49,17 @@ export class RouteTable {
       if (problem) throw new CoordinatorError('COORD_ERR_ROUTE_INVALID', `route filter ${JSON.stringify(r.filter)} ${problem}`);
     }
     this.routes = routes;
-    // [MQTT-4.7] semantics: '+' one level, '#' any remaining levels including none.
-    this.#trie = new Qlobber({ separator: '/', wildcard_one: '+', wildcard_some: '#', match_empty_levels: true });
-    for (const r of routes) this.#trie.add(r.filter, r);
+    if (routes.length > SCAN_LIMIT) {
+      const { Qlobber: Trie } = createRequire(import.meta.url)('qlobber') as { Qlobber: typeof Qlobber };
+      // [MQTT-4.7] semantics: '+' one level, '#' any remaining levels including none.
+      this.#trie = new Trie({ separator: '/', wildcard_one: '+', wildcard_some: '#', match_empty_levels: true });
+      for (const r of routes) this.#trie.add(r.filter, r);
+    }
   }
 
   /** The routes a message from `source` on `topic` follows (each route at most once). */
   match(source: MessageSource, topic: string): Route[] {
-    const hits = this.#trie.match(topic) as Route[];
+    const hits = this.#trie ? (this.#trie.match(topic) as Route[]) : this.routes.filter((r) => topicMatches(r.filter, topic));
     const out: Route[] = [];
     for (const r of hits) {
       // [MQTT-4.7.2-1] wildcard-first filters do not match '$' topics.

@@ -26,7 +26,7 @@ import { HostApi, type Caller } from './host-api.js';
 import type { TaskBundle, TaskSpec } from './spec.js';
 import { TaskStateStore } from './state-store.js';
 import { TaskLog, type TaskLogLine } from './task-log.js';
-import { CronTriggers, validateCron } from './triggers.js';
+import type { CronTriggers } from './triggers.js';
 
 /** An installed task version. */
 interface Installed {
@@ -147,8 +147,8 @@ export class TaskRuntime {
     return this.#host.restarts;
   }
 
-  /** Checks a task set as install() would, without changing anything; throws a coded error. */
-  validate(bundles: readonly TaskBundle[]): RouteTable {
+  /** Checks a task set as install() would, without changing anything; rejects with a coded error. */
+  async validate(bundles: readonly TaskBundle[]): Promise<RouteTable> {
     const names = new Set<string>();
     for (const b of bundles) {
       if (names.has(b.spec.name)) throw new CoordinatorError('COORD_ERR_TASK_MANIFEST', `two tasks are named ${b.spec.name}`);
@@ -160,7 +160,11 @@ export class TaskRuntime {
       const src = /^task:(.+)$/.exec(r.source)?.[1];
       if (src !== undefined && src !== '*' && !names.has(src)) throw new CoordinatorError('COORD_ERR_ROUTE_INVALID', `a route's source is task ${src}, which is not installed`);
     }
-    for (const b of bundles) for (const t of b.spec.triggers) if ('cron' in t) validateCron(b.spec.name, t.cron, t.timezone);
+    if (bundles.some((b) => b.spec.triggers.some((t) => 'cron' in t))) {
+      // node-cron is loaded only by gateways that schedule something.
+      const { validateCron } = await import('./triggers.js');
+      for (const b of bundles) for (const t of b.spec.triggers) if ('cron' in t) validateCron(b.spec.name, t.cron, t.timezone);
+    }
     return new RouteTable(routes);
   }
 
@@ -171,7 +175,11 @@ export class TaskRuntime {
    * task is invalid or fails to load.
    */
   async install(bundles: readonly TaskBundle[]): Promise<void> {
-    const routes = this.validate(bundles);
+    const routes = await this.validate(bundles);
+    const specs = bundles.map((b) => b.spec);
+    const cron = specs.some((sp) => sp.triggers.some((t) => 'cron' in t))
+      ? new (await import('./triggers.js')).CronTriggers(specs, (task, event) => this.#submit(task, event))
+      : undefined;
     const gen = ++this.#generation;
     const next = new Map<string, Installed>();
     const toLoad: TaskLoad[] = [];
@@ -209,6 +217,7 @@ export class TaskRuntime {
     const loaded = await Promise.allSettled(toLoad.map((l) => this.#host.load(l)));
     const failed = loaded.findIndex((r) => r.status === 'rejected');
     if (failed >= 0) {
+      cron?.stop();
       await Promise.all(toLoad.map((l) => this.#host.unload(l.key)));
       for (const l of toLoad) this.#byKey.delete(l.key);
       const reason = (loaded[failed] as PromiseRejectedResult).reason as Error;
@@ -232,8 +241,8 @@ export class TaskRuntime {
         key: next.get(spec.name)!.key,
       })),
     );
-    this.#cron = new CronTriggers([...next.values()].map((i) => i.spec), (task, event) => this.#submit(task, event));
-    this.#cron.start();
+    this.#cron = cron;
+    this.#cron?.start();
     for (const old of previous.values()) {
       if (next.get(old.spec.name)?.key === old.key) continue;
       void this.#host.unload(old.key).then(() => this.#byKey.delete(old.key));
