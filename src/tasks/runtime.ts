@@ -8,6 +8,7 @@
  * warm, pinned onStart done) before routes, triggers and the scheduler change; if any fails to load,
  * nothing changes. Deployments (issue 5) will call the same `install()`.
  */
+import { isUtf8 } from 'node:buffer';
 import { cpus } from 'node:os';
 import type { Aedes, AedesPublishPacket, Client } from 'aedes';
 import type { CoordinatorConfig } from '../config/schema.js';
@@ -396,17 +397,17 @@ export class TaskRuntime {
 
 /** The event a task receives for an MQTT message. */
 export function messageEvent(source: MessageSource, topic: string, payload: Buffer, qos: 0 | 1): MessageEvent {
-  let text: string;
-  try {
-    text = new TextDecoder('utf-8', { fatal: true }).decode(payload);
-  } catch {
-    return { type: 'message', topic, payload: '', text: '', payloadBase64: payload.toString('base64'), qos, source };
-  }
+  if (!isUtf8(payload)) return { type: 'message', topic, payload: '', text: '', payloadBase64: payload.toString('base64'), qos, source };
+  const text = payload.toString('utf8');
   let parsed: MessageEvent['payload'] = text;
-  try {
-    parsed = JSON.parse(text) as MessageEvent['payload'];
-  } catch {
-    // not JSON: the text is the payload
+  // Only text that can start a JSON value is tried: most non-JSON payloads skip the exception.
+  const c = text.charCodeAt(0);
+  if (c === 123 || c === 91 || c === 34 || c === 45 || (c >= 48 && c <= 57) || text === 'true' || text === 'false' || text === 'null') {
+    try {
+      parsed = JSON.parse(text) as MessageEvent['payload'];
+    } catch {
+      // not JSON: the text is the payload
+    }
   }
   return { type: 'message', topic, payload: parsed, text, qos, source };
 }
