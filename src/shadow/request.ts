@@ -2,6 +2,7 @@
  * Validation of shadow requests with AWS's codes and messages (device-shadow-error-messages.html): every
  * request is checked completely before anything is stored, so bad input changes no state.
  */
+import { isUtf8 } from 'node:buffer';
 import { isJsonObject, ShadowRequestError, type Json, type UpdateRequest } from './document.js';
 
 /** Limits of the shadow service (AWS IoT's defaults). */
@@ -20,7 +21,6 @@ const MAX_CLIENT_TOKEN_BYTES = 64;
 // A request is parsed only if it could plausibly hold a valid state: metadata-free state plus room for
 // clientToken and version. Anything bigger is refused before JSON.parse spends memory on it.
 const ENVELOPE_BYTES = 1024;
-const utf8 = new TextDecoder('utf-8', { fatal: true });
 
 /** Checks a thing name (1–128 bytes) and an optional shadow name (1–64 bytes), AWS's character set. */
 export function checkNames(thingName: string, shadowName?: string): void {
@@ -32,12 +32,8 @@ export function checkNames(thingName: string, shadowName?: string): void {
 
 function parseJson(payload: Buffer, limits: ShadowLimits): unknown {
   if (payload.length > limits.maxStateBytes + ENVELOPE_BYTES) throw new ShadowRequestError(413, 'The payload exceeds the maximum size allowed');
-  let text: string;
-  try {
-    text = utf8.decode(payload);
-  } catch {
-    throw new ShadowRequestError(415, 'Unsupported documented encoding; supported encoding is UTF-8');
-  }
+  if (!isUtf8(payload)) throw new ShadowRequestError(415, 'Unsupported documented encoding; supported encoding is UTF-8');
+  const text = payload.toString('utf8');
   try {
     return JSON.parse(text) as unknown;
   } catch {
@@ -104,7 +100,9 @@ export function parseUpdateRequest(payload: Buffer, limits: ShadowLimits): Updat
     }
     request.state[key] = value;
   }
-  if (Buffer.byteLength(JSON.stringify(state)) > limits.maxStateBytes) {
+  // A payload within the limit passes as received (AWS counts the bytes it receives), so the usual small
+  // update is not serialized again; a larger payload passes if its state, serialized, is within it.
+  if (payload.length > limits.maxStateBytes && Buffer.byteLength(JSON.stringify(state)) > limits.maxStateBytes) {
     throw new ShadowRequestError(413, 'The payload exceeds the maximum size allowed');
   }
   if (body.version !== undefined) request.version = body.version;

@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { connect, inbox } from '../helpers/mqtt.js';
-import { runCli, startCoordinator, tempDir } from '../helpers/process.js';
+import { CLI, runCli, startCoordinator, tempDir } from '../helpers/process.js';
 
 const EXAMPLES = fileURLToPath(new URL('../../tasks', import.meta.url));
 type Doc = Record<string, unknown>;
@@ -54,6 +54,19 @@ describe('example tasks', () => {
     expect(logs.stdout).toContain('heater off → on');
     const invoked = await runCli(['invoke', 'thermostat', '--payload', '{"hello":1}', '--data-dir', dataDir]);
     expect(JSON.parse(invoked.stdout)).toEqual({ ignored: 'invoke' });
+
+    // logs --follow prints lines as they come: a reading that is not a temperature is logged as a warning.
+    const follow = spawn(process.execPath, [CLI, 'tasks', 'logs', 'thermostat', '--follow', '--data-dir', dataDir], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let followed = '';
+    follow.stdout.on('data', (c: Buffer) => (followed += c.toString()));
+    try {
+      await new Promise((r) => setTimeout(r, 700));
+      await mosquittoPub(c.port, 'sensors/thermostat-1/temperature', 'warm-ish');
+      for (let i = 0; i < 40 && !followed.includes('not a temperature'); i++) await new Promise((r) => setTimeout(r, 100));
+      expect(followed).toMatch(/WARN .*ignoring a reading from thermostat-1 that is not a temperature: warm-ish/);
+    } finally {
+      follow.kill('SIGKILL');
+    }
     heater.end(true);
     await c.stop();
 
