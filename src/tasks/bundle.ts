@@ -5,7 +5,7 @@
  */
 import { createHash } from 'node:crypto';
 import { join, resolve } from 'node:path';
-import { build } from 'esbuild';
+import { build, stop } from 'esbuild';
 import { CoordinatorError } from '../errors.js';
 
 /** The bundled module and its sha256 (hex). */
@@ -40,4 +40,9 @@ export async function bundleTask(dir: string, entry: string): Promise<BundledCod
       : (err as Error).message;
     throw new CoordinatorError('COORD_ERR_TASK_BUNDLE', `cannot bundle ${entryPath}: ${detail}`, { cause: err });
   }
+}
+
+/** Ends esbuild's service process: a running gateway should not keep a bundler alive between deploys. */
+export async function stopBundler(): Promise<void> {
+  await stop();
 }

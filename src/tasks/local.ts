@@ -6,7 +6,7 @@
 import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { CoordinatorError } from '../errors.js';
-import { bundleTask } from './bundle.js';
+import { bundleTask, stopBundler } from './bundle.js';
 import { taskSpecSchema, type TaskBundle, type TaskSpec } from './spec.js';
 
 /** The manifest's file name inside a task folder. */
@@ -45,7 +45,12 @@ export async function loadTasksDir(root: string): Promise<TaskBundle[]> {
     throw new CoordinatorError('COORD_ERR_TASK_MANIFEST', `cannot read the tasks folder ${root}: ${(err as Error).message}`, { cause: err });
   }
   const dirs = names.map((n) => join(root, n)).filter((d) => statSync(d).isDirectory() && statSync(join(d, MANIFEST), { throwIfNoEntry: false })?.isFile());
-  const bundles = await Promise.all(dirs.map(loadTaskFolder));
+  let bundles: TaskBundle[];
+  try {
+    bundles = await Promise.all(dirs.map(loadTaskFolder));
+  } finally {
+    await stopBundler();
+  }
   const seen = new Map<string, string>();
   for (const [i, b] of bundles.entries()) {
     const other = seen.get(b.spec.name);
