@@ -36,11 +36,17 @@ const mapSize = Object.getOwnPropertyDescriptor(Map.prototype, 'size').get;
 // Surfaces a task never needs and that only widen what a hostile one can do.
 for (const name of ['WebAssembly', 'SharedArrayBuffer', 'Atomics']) delete G[name];
 
-let hostCall; let hostCallApply; let hostLog; let hostTimer; let hostPublish;
+let hostSend; let hostLog; let hostTimer; let hostPublish;
 let task; let config; let maxTimers = 64; let maxPublishes = 100; let publishFilters = []; let maxPayloadBytes = 131072;
 const timers = new MapCtor();
 let nextTimerId = 1;
-const NO_PROTO_CALL = { __proto__: null, arguments: { __proto__: null, copy: true }, result: { __proto__: null, promise: true, copy: true } };
+const pendingCalls = new MapCtor();
+let nextCallId = 1;
+let maxLogLines = 200;
+let maxCallsInFlight = 256;
+let logLines = 0;
+const MAX_LOG_CHARS = 4096;
+const stringSlice = String.prototype.slice;
 
 // The code leads the message: only message and stack cross the isolate boundary (see isolate-runtime.ts).
 function codedError(code, message) {
@@ -55,11 +61,18 @@ function toJson(value, what) {
   return text === undefined ? 'null' : text;
 }
 
-async function call(invocationId, method, args) {
-  const pending = ReflectApply(hostCallApply, hostCall, [undefined, [method, jsonStringify(args), invocationId], NO_PROTO_CALL]);
-  const answer = jsonParse(await pending);
-  if (answer.ok) return answer.value;
-  throw codedError(answer.error.code, answer.error.message);
+// A host call is sent one-way; its answer comes back through deliver(), which the host calls with the
+// task's time limit — so the code that awaited it runs under that limit too, even after the invocation
+// that made the call has returned.
+function call(invocationId, method, args) {
+  // Refused here, without a crossing, past the bound the host enforces too.
+  if (ReflectApply(mapSize, pendingCalls, []) >= maxCallsInFlight) return PromiseCtor.reject(codedError('COORD_ERR_TASK_LIMIT', 'more than ' + maxCallsInFlight + ' host calls in flight'));
+  const id = nextCallId++;
+  const argsJson = jsonStringify(args);
+  return new PromiseCtor((resolve, reject) => {
+    ReflectApply(mapSet, pendingCalls, [id, { resolve, reject }]);
+    hostSend(id, method, argsJson, invocationId);
+  });
 }
 
 function format(args) {
@@ -71,12 +84,24 @@ function format(args) {
     else if (a instanceof ErrorCtor) s = (a.stack || (a.name + ': ' + a.message));
     else { try { s = jsonStringify(a); } catch { s = StringCtor(a); } if (s === undefined) s = StringCtor(a); }
     out += (i ? ' ' : '') + s;
+    if (out.length > MAX_LOG_CHARS) break;
   }
   return out;
 }
 
+// Capped here, before anything is copied out of the isolate: a task cannot flood the host's memory.
+function emit(invocationId, level, args) {
+  if (++logLines > maxLogLines) {
+    if (logLines === maxLogLines + 1) hostLog(invocationId, 'warn', 'more than ' + maxLogLines + ' log lines in one invocation; the rest are dropped');
+    return;
+  }
+  let text = format(args);
+  if (text.length > MAX_LOG_CHARS) text = ReflectApply(stringSlice, text, [0, MAX_LOG_CHARS]) + '…';
+  hostLog(invocationId, level, text);
+}
+
 function logger(invocationId) {
-  const at = (level) => (...args) => { hostLog(invocationId, level, format(args)); };
+  const at = (level) => (...args) => { emit(invocationId, level, args); };
   return ObjectFreeze({ debug: at('debug'), info: at('info'), warn: at('warn'), error: at('error') });
 }
 
@@ -84,7 +109,7 @@ function logger(invocationId) {
 let currentInvocation = 'none';
 const consoleLevels = { log: 'info', info: 'info', debug: 'debug', warn: 'warn', error: 'error', trace: 'debug' };
 const consoleObj = {};
-for (const k of ['log', 'info', 'debug', 'warn', 'error', 'trace']) consoleObj[k] = (...args) => { hostLog(currentInvocation, consoleLevels[k], format(args)); };
+for (const k of ['log', 'info', 'debug', 'warn', 'error', 'trace']) consoleObj[k] = (...args) => { emit(currentInvocation, consoleLevels[k], args); };
 G.console = ObjectFreeze(consoleObj);
 
 // --- timers: the host keeps the clock; callbacks run through fire(id) with the task's time limit.
@@ -108,6 +133,18 @@ G.clearInterval = clearTimer;
 G.queueMicrotask = (fn) => { ReflectApply(promiseThen, PromiseCtor.resolve(), [() => fn()]); };
 
 // --- UTF-8, the only encoding TextEncoder/TextDecoder speak here.
+// Counted arithmetically: nothing here a task could have replaced (the host checks again anyway).
+function utf8Length(s) {
+  let n = 0;
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i);
+    if (c < 0x80) n += 1;
+    else if (c < 0x800) n += 2;
+    else if (c >= 0xd800 && c <= 0xdbff && i + 1 < s.length && s.charCodeAt(i + 1) >= 0xdc00 && s.charCodeAt(i + 1) <= 0xdfff) { n += 4; i++; }
+    else n += 3;
+  }
+  return n;
+}
 function utf8Encode(input) {
   const s = StringCtor(input === undefined ? '' : input);
   const out = [];
@@ -214,7 +251,7 @@ function checkKey(key) {
   if (typeof key !== 'string' || key.length === 0) throw codedError('COORD_ERR_TASK_BAD_CALL', 'state keys are non-empty strings');
   return key;
 }
-function makeCtx(invocationId) {
+function makeCtx(invocationId, background) {
   const c = (method, args) => call(invocationId, method, args);
   // The core counts and refuses too (it is the authority); counting here spares the host and the core a
   // flood of calls that would all be refused.
@@ -226,9 +263,10 @@ function makeCtx(invocationId) {
     if (t === '' || t.includes('+') || t.includes('#') || t.includes('\u0000')) throw codedError('COORD_ERR_TASK_BAD_CALL', 'topic ' + jsonStringify(t) + ' is not a valid topic name');
     if (!mayPublish(t)) throw codedError('COORD_ERR_TASK_DENIED', 'this task may not publish to ' + t + ' (permissions.publish)');
     const p = payloadOf(payload === undefined ? '' : payload);
-    const size = p.text !== undefined ? (p.text.length * 3 > maxPayloadBytes ? utf8Encode(p.text).length : p.text.length) : (p.base64.length * 3) / 4;
+    const size = p.text !== undefined ? (p.text.length * 3 > maxPayloadBytes ? utf8Length(p.text) : p.text.length) : (p.base64.length * 3) / 4;
     if (size > maxPayloadBytes) throw codedError('COORD_ERR_TASK_LIMIT', 'payload of ' + size + ' bytes exceeds broker.maxPayloadBytes (' + maxPayloadBytes + ')');
-    if (++published > maxPublishes) throw codedError('COORD_ERR_TASK_LIMIT', 'more than ' + maxPublishes + ' publishes in one invocation (tasks.maxPublishesPerInvocation)');
+    // onStart's ctx lives as long as the task (its timers publish through it): the core limits it per second instead.
+    if (!background && ++published > maxPublishes) throw codedError('COORD_ERR_TASK_LIMIT', 'more than ' + maxPublishes + ' publishes in one invocation (tasks.maxPublishesPerInvocation)');
     hostPublish(invocationId, t, p.text === undefined ? null : p.text, p.base64 === undefined ? null : p.base64, options && options.qos === 1 ? 1 : 0);
   };
   return ObjectFreeze({
@@ -260,16 +298,26 @@ async function invoke(name, invocationId, event) {
   const fn = handler(name);
   if (!fn) return 'null';
   currentInvocation = invocationId;
-  const result = await ReflectApply(fn, task.default, event === undefined ? [makeCtx(invocationId)] : [event, makeCtx(invocationId)]);
+  logLines = 0;
+  const result = await ReflectApply(fn, task.default, event === undefined ? [makeCtx(invocationId, true)] : [event, makeCtx(invocationId, false)]);
   return toJson(result, 'result');
 }
 
-export function init(callRef, logCb, timerCb, publishCb, configJson, limitsJson) {
-  if (hostCall) throw new ErrorCtor('already initialised');
-  hostCall = callRef; hostCallApply = callRef.apply; hostLog = logCb; hostTimer = timerCb; hostPublish = publishCb;
+export function init(sendCb, logCb, timerCb, publishCb, configJson, limitsJson) {
+  if (hostSend) throw new ErrorCtor('already initialised');
+  hostSend = sendCb; hostLog = logCb; hostTimer = timerCb; hostPublish = publishCb;
   config = configJson;
   const limits = jsonParse(limitsJson);
-  maxTimers = limits.maxTimers; maxPublishes = limits.maxPublishes; publishFilters = limits.publishFilters; maxPayloadBytes = limits.maxPayloadBytes;
+  maxTimers = limits.maxTimers; maxPublishes = limits.maxPublishes; publishFilters = limits.publishFilters; maxPayloadBytes = limits.maxPayloadBytes; maxLogLines = limits.maxLogLines; maxCallsInFlight = limits.maxCallsInFlight;
+}
+/** The answer to host call id, as {ok, value} or {ok: false, error} JSON. */
+export function deliver(id, answerJson) {
+  const p = ReflectApply(mapGet, pendingCalls, [id]);
+  if (!p) return;
+  ReflectApply(mapDelete, pendingCalls, [id]);
+  const answer = jsonParse(answerJson);
+  if (answer.ok) p.resolve(answer.value);
+  else p.reject(codedError(answer.error.code, answer.error.message));
 }
 export function setTask(namespaceRef) {
   task = namespaceRef.deref();
@@ -283,6 +331,7 @@ export async function fire(id) {
   if (!t) return false;
   if (!t.repeat) ReflectApply(mapDelete, timers, [id]);
   currentInvocation = t.invocation;
+  logLines = 0;
   await ReflectApply(t.fn, undefined, t.args);
   return ReflectApply(mapHas, timers, [id]);
 }

@@ -15,8 +15,12 @@ const PINNED_REVIVE_MS = 1000;
 const pools = new Map<string, TaskPool>();
 const pendingCalls = new Map<number, { resolve: (json: string) => void }>();
 let nextCallId = 1;
-/** Log lines per invocation, to cut a flood short. */
-const logCounts = new Map<string, number>();
+/**
+ * Log lines per task in the current second. The sandbox caps lines per invocation; this caps a task
+ * whose timers log without end (bounded by the number of tasks, reset every second).
+ */
+const MAX_LOG_LINES_PER_SECOND = 1000;
+const logBudget = new Map<string, { second: number; lines: number }>();
 
 const outbox = new Batcher<HostToCore>((m) => {
   // A core that went away leaves nothing to serve: exit rather than run tasks nobody controls.
@@ -34,7 +38,7 @@ function wire(err: unknown): WireError {
   return { code: 'COORD_ERR_TASK_THREW', message: e?.message ?? String(err), stack: e?.stack };
 }
 
-function hostFor(key: string, maxLogLines: number): RuntimeHost {
+function hostFor(key: string, maxPayloadBytes: number): RuntimeHost {
   return {
     call: (invocationId, method, argsJson) =>
       new Promise<string>((resolve) => {
@@ -43,13 +47,23 @@ function hostFor(key: string, maxLogLines: number): RuntimeHost {
         send({ t: 'call', callId, key, invocationId, method, argsJson });
       }),
     publish: (invocationId, topic, text, base64, qos) => {
+      // Checked again here, in trusted code, before anything large reaches the core's thread.
+      const bytes = text !== undefined ? Buffer.byteLength(text) : Math.floor(((base64?.length ?? 0) * 3) / 4);
+      if (bytes > maxPayloadBytes) {
+        send({ t: 'log', key, invocationId, level: 'warn', text: `COORD_ERR_TASK_LIMIT: publish to ${topic} dropped: ${bytes} bytes exceed broker.maxPayloadBytes` });
+        return;
+      }
       send(text === undefined ? { t: 'publish', key, invocationId, topic, base64, qos } : { t: 'publish', key, invocationId, topic, text, qos });
     },
     log: (invocationId: string, level: LogLevel, text: string) => {
-      const n = (logCounts.get(invocationId) ?? 0) + 1;
-      logCounts.set(invocationId, n);
-      if (n <= maxLogLines) send({ t: 'log', key, invocationId, level, text: text.length > 4096 ? `${text.slice(0, 4096)}…` : text });
-      else if (n === maxLogLines + 1) send({ t: 'log', key, invocationId, level: 'warn', text: `more than ${maxLogLines} log lines in one invocation; the rest are dropped` });
+      const second = Math.floor(Date.now() / 1000);
+      let b = logBudget.get(key);
+      if (!b || b.second !== second) logBudget.set(key, (b = { second, lines: 0 }));
+      if (++b.lines > MAX_LOG_LINES_PER_SECOND) {
+        if (b.lines === MAX_LOG_LINES_PER_SECOND + 1) send({ t: 'log', key, invocationId, level: 'warn', text: `more than ${MAX_LOG_LINES_PER_SECOND} log lines in one second; the rest of this second are dropped` });
+        return;
+      }
+      send({ t: 'log', key, invocationId, level, text: text.length > 4096 ? `${text.slice(0, 4096)}…` : text });
     },
     failed: (error) => {
       send({ t: 'failed', key, error });
@@ -66,7 +80,7 @@ function hostFor(key: string, maxLogLines: number): RuntimeHost {
 async function load(message: Extract<CoreToHost, { t: 'load' }>): Promise<void> {
   const { task } = message;
   await pools.get(task.key)?.close();
-  const pool = new TaskPool(task, hostFor(task.key, task.maxLogLines));
+  const pool = new TaskPool(task, hostFor(task.key, task.maxPayloadBytes));
   pools.set(task.key, pool);
   try {
     await pool.open();
@@ -87,8 +101,6 @@ async function invoke(message: Extract<CoreToHost, { t: 'invoke' }>): Promise<vo
     send({ t: 'result', id: message.id, ok: true, valueJson, ms: performance.now() - started });
   } catch (err) {
     send({ t: 'result', id: message.id, ok: false, error: wire(err), ms: performance.now() - started });
-  } finally {
-    logCounts.delete(message.id);
   }
 }
 
@@ -108,6 +120,7 @@ function onMessage(raw: CoreToHost): void {
     case 'unload': {
       const pool = pools.get(raw.key);
       pools.delete(raw.key);
+      logBudget.delete(raw.key);
       void (pool?.close() ?? Promise.resolve()).then(() => send({ t: 'unloaded', key: raw.key }));
       break;
     }
@@ -120,7 +133,7 @@ function onMessage(raw: CoreToHost): void {
       break;
     }
     case 'stats':
-      send({ t: 'stats', tasks: [...pools.values()].map((p) => p.stats()), rssBytes: process.memoryUsage.rss() });
+      void Promise.all([...pools.values()].map((p) => p.stats())).then((tasks) => send({ t: 'stats', tasks, rssBytes: process.memoryUsage.rss() }));
       break;
   }
 }

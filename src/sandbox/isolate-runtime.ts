@@ -24,6 +24,10 @@ export interface RuntimeHost {
 
 /** Time allowed for the bootstrap and the task module's top-level code. */
 const LOAD_TIMEOUT_MS = 2000;
+/** Host calls one isolate may have waiting for an answer. */
+const MAX_CALLS_IN_FLIGHT = 256;
+/** Largest host call (JSON of its arguments, characters): state values and shadow documents fit. */
+const MAX_CALL_ARGS_CHARS = 2 * 1024 * 1024;
 
 /** An error that crosses to the core with its code. */
 export class RuntimeError extends Error {
@@ -58,7 +62,9 @@ export class IsolateRuntime {
   readonly #host: RuntimeHost;
   readonly #isolate: ivm.Isolate;
   #context: ivm.Context | undefined;
-  #fns: { run: ivm.Reference; start: ivm.Reference; stop: ivm.Reference; fire: ivm.Reference; clearTimers: ivm.Reference } | undefined;
+  #fns: { run: ivm.Reference; start: ivm.Reference; stop: ivm.Reference; fire: ivm.Reference; clearTimers: ivm.Reference; deliver: ivm.Reference } | undefined;
+  /** Host calls sent and not yet answered. */
+  callsInFlight = 0;
   readonly #timers = new Map<number, NodeJS.Timeout>();
   #disposed = false;
   #deathReason: WireError | undefined;
@@ -110,7 +116,10 @@ export class IsolateRuntime {
     boot.evaluateSync({ timeout: LOAD_TIMEOUT_MS });
     const ns = boot.namespace;
     const get = (name: string): ivm.Reference => ns.getSync(name, { reference: true });
-    const hostCall = new ivm.Reference((method: string, argsJson: string, invocationId: string) => this.#host.call(invocationId, method, argsJson));
+    const hostSend = new ivm.Callback(
+      (id: number, method: string, argsJson: string, invocationId: string) => this.#onCall(Number(id), String(method), String(argsJson), String(invocationId)),
+      { ignored: true },
+    );
     const hostLog = new ivm.Callback((invocationId: string, level: LogLevel, text: string) => this.#host.log(String(invocationId), level, String(text)), { ignored: true });
     const hostPublish = new ivm.Callback(
       (invocationId: string, topic: string, text: string | null, base64: string | null, qos: number) =>
@@ -118,15 +127,22 @@ export class IsolateRuntime {
       { ignored: true },
     );
     const hostTimer = new ivm.Callback((op: string, id: number, ms: number, repeat: boolean) => this.#timer(op, id, ms, repeat), { ignored: true });
-    const limits = { maxTimers: this.#task.maxTimers, maxPublishes: this.#task.maxPublishesPerInvocation, publishFilters: this.#task.publishFilters, maxPayloadBytes: this.#task.maxPayloadBytes };
-    get('init').applySync(undefined, [hostCall, hostLog, hostTimer, hostPublish, this.#task.configJson, JSON.stringify(limits)], { timeout: LOAD_TIMEOUT_MS });
+    const limits = {
+      maxTimers: this.#task.maxTimers,
+      maxPublishes: this.#task.maxPublishesPerInvocation,
+      publishFilters: this.#task.publishFilters,
+      maxPayloadBytes: this.#task.maxPayloadBytes,
+      maxLogLines: this.#task.maxLogLines,
+      maxCallsInFlight: MAX_CALLS_IN_FLIGHT,
+    };
+    get('init').applySync(undefined, [hostSend, hostLog, hostTimer, hostPublish, this.#task.configJson, JSON.stringify(limits)], { timeout: LOAD_TIMEOUT_MS });
 
     const mod = iso.compileModuleSync(this.#task.code, { filename: `task:///${this.#task.name}@${this.#task.version}.js` });
     mod.instantiateSync(context, refuse);
     await mod.evaluate({ timeout: LOAD_TIMEOUT_MS });
     const shape = (await get('setTask').apply(undefined, [mod.namespace], { timeout: LOAD_TIMEOUT_MS })) as string;
     if (shape !== 'ok') throw new Error('the default export has no onEvent(event, ctx) function');
-    this.#fns = { run: get('run'), start: get('start'), stop: get('stop'), fire: get('fire'), clearTimers: get('clearTimers') };
+    this.#fns = { run: get('run'), start: get('start'), stop: get('stop'), fire: get('fire'), clearTimers: get('clearTimers'), deliver: get('deliver') };
   }
 
   /** False once the isolate was disposed (limit exceeded, timeout, unload). */
@@ -134,11 +150,47 @@ export class IsolateRuntime {
     return !this.#disposed && !this.#isolate.isDisposed;
   }
 
-  /** Heap in use, bytes (0 once disposed). */
-  heapBytes(): number {
+  /** Heap in use, bytes (0 once disposed, or if the isolate is too busy to say within 200 ms). */
+  async heapBytes(): Promise<number> {
     if (!this.alive) return 0;
-    const h = this.#isolate.getHeapStatisticsSync();
-    return h.used_heap_size + h.externally_allocated_size;
+    const h = await Promise.race([this.#isolate.getHeapStatistics(), new Promise<undefined>((r) => setTimeout(() => r(undefined), 200).unref())]).catch(() => undefined);
+    return h ? h.used_heap_size + h.externally_allocated_size : 0;
+  }
+
+  /**
+   * A host call from the sandbox: bounded here (calls in flight, argument size) before it leaves the
+   * isolate's process, then answered through deliver() under the task's time limit.
+   */
+  #onCall(id: number, method: string, argsJson: string, invocationId: string): void {
+    if (!this.alive) return;
+    const refuse = (message: string): void => this.#deliver(id, JSON.stringify({ ok: false, error: { code: 'COORD_ERR_TASK_LIMIT', message } }));
+    if (this.callsInFlight >= MAX_CALLS_IN_FLIGHT) return refuse(`more than ${MAX_CALLS_IN_FLIGHT} host calls in flight`);
+    if (argsJson.length > MAX_CALL_ARGS_CHARS) return refuse(`host call arguments of ${argsJson.length} characters; the limit is ${MAX_CALL_ARGS_CHARS}`);
+    this.callsInFlight++;
+    this.#host.call(invocationId, method, argsJson).then(
+      (answer) => {
+        this.callsInFlight--;
+        this.#deliver(id, answer);
+      },
+      () => {
+        this.callsInFlight--;
+      },
+    );
+  }
+
+  #deliver(id: number, answerJson: string): void {
+    if (!this.alive || !this.#fns) return;
+    const limit = this.#task.timeoutMs;
+    const watchdog = setTimeout(() => this.#kill({ code: 'COORD_ERR_TASK_TIMEOUT', message: `code of task ${this.#task.name} awaiting a host call ran longer than ${limit} ms` }), limit);
+    this.#fns.deliver.apply(undefined, [id, answerJson], { timeout: limit }).then(
+      () => clearTimeout(watchdog),
+      (err: unknown) => {
+        clearTimeout(watchdog);
+        const e = this.#classify(err);
+        // Inside an invocation its own call rejects too (the isolate is gone); outside one, say so.
+        if (this.active === 0 && (this.#task.lifecycle === 'pinned' || !this.alive)) this.#host.failed({ code: e.code, message: `after a host call: ${e.message}` });
+      },
+    );
   }
 
   /** onEvent(event, ctx): resolves with the result as JSON. */

@@ -131,7 +131,10 @@ export class TaskHost extends EventEmitter<{ restarted: []; exit: [code: number 
       case 'loaded': {
         const waiters = this.#loads.get(m.key) ?? [];
         this.#loads.delete(m.key);
-        if (!m.ok) this.#tasks.delete(m.key);
+        // A reload after a restart has nobody waiting: the task stays registered (the next restart tries
+        // again) and the failure is reported, so it is not silently gone.
+        if (!m.ok && waiters.length === 0 && this.#tasks.has(m.key)) this.#opts.onFailed(m.key, fromWire(m.error, 'COORD_ERR_TASK_LOAD'));
+        if (!m.ok && waiters.length > 0) this.#tasks.delete(m.key);
         for (const w of waiters) {
           if (m.ok) w.resolve();
           else w.reject(fromWire(m.error, 'COORD_ERR_TASK_LOAD'));
@@ -150,15 +153,21 @@ export class TaskHost extends EventEmitter<{ restarted: []; exit: [code: number 
         else w.reject(fromWire(m.error));
         break;
       }
-      case 'call':
+      case 'call': {
+        // Answered only to the host process that asked: a reply to a host that died since must not
+        // reach a call with the same id in its successor (another task's call).
+        const asker = this.#child;
         this.#opts.onCall(m.key, m.invocationId, m.method, m.argsJson).then(
-          (valueJson) => this.#send({ t: 'reply', callId: m.callId, ok: true, valueJson }),
+          (valueJson) => {
+            if (this.#child === asker) this.#send({ t: 'reply', callId: m.callId, ok: true, valueJson });
+          },
           (err: unknown) => {
             const e = err instanceof CoordinatorError ? err : new CoordinatorError('COORD_ERR_INTERNAL', (err as Error)?.message ?? String(err));
-            this.#send({ t: 'reply', callId: m.callId, ok: false, error: { code: e.code, message: e.message } });
+            if (this.#child === asker) this.#send({ t: 'reply', callId: m.callId, ok: false, error: { code: e.code, message: e.message } });
           },
         );
         break;
+      }
       case 'log':
         this.#opts.onLog(m.key, m.invocationId, m.level, m.text);
         break;
@@ -184,7 +193,9 @@ export class TaskHost extends EventEmitter<{ restarted: []; exit: [code: number 
     this.#unloads.clear();
     for (const w of this.#statsWaiters.splice(0)) w.reject(crashed);
     if (this.#closing) return;
-    if (Date.now() - this.#upSince > 30_000) this.#restartDelay = this.#opts.restartDelayMs ?? 100;
+    // A host that came up and stayed up 30 s earns a fresh backoff; one dying before it is ready does not.
+    if (this.#upSince > 0 && Date.now() - this.#upSince > 30_000) this.#restartDelay = this.#opts.restartDelayMs ?? 100;
+    this.#upSince = 0;
     const delay = this.#restartDelay;
     this.#restartDelay = Math.min(delay * 2, this.#opts.maxRestartDelayMs ?? 5000);
     this.#opts.log.error({ code: 'COORD_ERR_TASK_HOST_CRASHED', exitCode: code, signal, restartInMs: delay }, 'task host exited; restarting it');
@@ -234,9 +245,12 @@ export class TaskHost extends EventEmitter<{ restarted: []; exit: [code: number 
   }
 
   /** Runs onEvent in the task's isolate; resolves with the result as JSON. */
-  invoke(key: string, id: string, eventJson: string): Promise<string> {
-    if (!this.#child?.connected) {
-      return Promise.reject(new CoordinatorError('COORD_ERR_TASK_HOST_CRASHED', 'the task host is restarting; try again shortly'));
+  async invoke(key: string, id: string, eventJson: string): Promise<string> {
+    // While the host restarts, wait for it (the scheduler's watchdog bounds the wait) rather than
+    // failing tasks that had nothing to do with the crash.
+    while (!this.#child?.connected) {
+      if (this.#closing) throw new CoordinatorError('COORD_ERR_TASK_CANCELLED', 'the coordinator is stopping');
+      await new Promise((r) => setTimeout(r, 20));
     }
     return new Promise<string>((resolve, reject) => {
       this.#invocations.set(id, { resolve, reject });
@@ -248,7 +262,16 @@ export class TaskHost extends EventEmitter<{ restarted: []; exit: [code: number 
   stats(): Promise<{ tasks: readonly HostTaskStats[]; rssBytes: number }> {
     if (!this.#child?.connected) return Promise.resolve({ tasks: [], rssBytes: 0 });
     return new Promise((resolve, reject) => {
-      this.#statsWaiters.push({ resolve, reject });
+      const waiter: Waiter<{ tasks: readonly HostTaskStats[]; rssBytes: number }> = {
+        resolve: (v) => (clearTimeout(timer), resolve(v)),
+        reject: (e) => (clearTimeout(timer), reject(e)),
+      };
+      // A host too busy to answer must not hang `coordinator status`.
+      const timer = setTimeout(() => {
+        this.#statsWaiters = this.#statsWaiters.filter((w) => w !== waiter);
+        resolve({ tasks: [], rssBytes: 0 });
+      }, 2000);
+      this.#statsWaiters.push(waiter);
       this.#send({ t: 'stats' });
     });
   }
@@ -259,12 +282,14 @@ export class TaskHost extends EventEmitter<{ restarted: []; exit: [code: number 
     this.#closing = true;
     const child = this.#child;
     if (!child || child.exitCode !== null || child.signalCode !== null) return;
+    // Listened for first: the host may die while its tasks stop.
+    const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
     await Promise.race([
       Promise.all([...this.#tasks.keys()].map((k) => this.unload(k))),
       new Promise((r) => setTimeout(r, 3000).unref()),
+      exited,
     ]);
-    const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
-    child.disconnect();
+    if (child.connected) child.disconnect();
     const kill = setTimeout(() => child.kill('SIGKILL'), 2000);
     await exited;
     clearTimeout(kill);

@@ -29,7 +29,13 @@ export class TaskPool {
       await this.#startPinned();
       return;
     }
-    const warm = await Promise.all(Array.from({ length: Math.max(1, this.task.minWarm) }, () => IsolateRuntime.create(this.task, this.#host)));
+    const made = await Promise.allSettled(Array.from({ length: Math.max(1, this.task.minWarm) }, () => IsolateRuntime.create(this.task, this.#host)));
+    const warm = made.flatMap((r) => (r.status === 'fulfilled' ? [r.value] : []));
+    const failed = made.find((r) => r.status === 'rejected');
+    if (failed || this.#closed) {
+      for (const rt of warm) rt.dispose();
+      throw failed ? (failed).reason : new RuntimeError('COORD_ERR_TASK_CANCELLED', `task ${this.task.name} was unloaded while loading`);
+    }
     this.#idle.push(...warm);
     this.#sweeper = setInterval(() => this.#sweep(), Math.max(1000, Math.min(this.task.idleMs, 30_000)));
     this.#sweeper.unref();
@@ -40,7 +46,12 @@ export class TaskPool {
     if (this.#closed) throw new RuntimeError('COORD_ERR_TASK_CANCELLED', `task ${this.task.name} was unloaded`);
     if (this.task.lifecycle === 'pinned') {
       const rt = this.#pinned?.alive ? this.#pinned : await this.#startPinned();
-      return rt.invoke(invocationId, eventJson);
+      try {
+        return await rt.invoke(invocationId, eventJson);
+      } finally {
+        // A pinned task lives from start to stop: an invocation that killed its isolate does not end it.
+        if (!rt.alive && !this.#closed) setTimeout(() => void this.revive().catch(() => undefined), 1000).unref();
+      }
     }
     const rt = await this.#acquire();
     try {
@@ -48,7 +59,9 @@ export class TaskPool {
     } finally {
       this.#busy.delete(rt);
       rt.clearTimers();
-      if (rt.alive && !this.#closed) this.#idle.push(rt);
+      // An isolate with host calls still unanswered would run that code during the next invocation:
+      // a fresh one serves it instead.
+      if (rt.alive && !this.#closed && rt.callsInFlight === 0) this.#idle.push(rt);
       else rt.dispose();
     }
   }
@@ -108,9 +121,10 @@ export class TaskPool {
   }
 
   /** Isolates, busy ones and heap in use. */
-  stats(): HostTaskStats {
+  async stats(): Promise<HostTaskStats> {
     const all = [...this.#idle, ...this.#busy, ...(this.#pinned ? [this.#pinned] : [])].filter((r) => r.alive);
-    return { key: this.task.key, isolates: all.length, busy: this.#busy.size, heapBytes: all.reduce((n, r) => n + r.heapBytes(), 0) };
+    const heaps = await Promise.all(all.map((r) => r.heapBytes()));
+    return { key: this.task.key, isolates: all.length, busy: this.#busy.size, heapBytes: heaps.reduce((n, h) => n + h, 0) };
   }
 
   /** Runs onStop for a pinned task (within its time limit), then disposes every isolate. */

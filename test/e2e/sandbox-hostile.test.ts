@@ -107,6 +107,20 @@ const CASES: Case[] = [
     manifest: { permissions: { shadows: ['#'] } },
   },
   { name: 'throws a non-Error', code: `export default { onEvent() { throw 42; } }`, code_: 'COORD_ERR_TASK_THREW' },
+  {
+    name: 'returns early and spins in the continuation of a host call',
+    code: `export default { async onEvent(e, ctx) { ctx.state.get('x').then(() => { for (;;) {} }); return 'early'; } }`,
+    manifest: { limits: { timeoutMs: 300 } },
+    result: (r) => expect(r).toBe('early'),
+  },
+  { name: 'floods the log', code: `export default { onEvent() { const big = 'x'.repeat(100000); for (;;) console.log(big); } }`, code_: 'COORD_ERR_TASK_TIMEOUT', manifest: { limits: { timeoutMs: 300 } } },
+  {
+    name: 'replaces Array.prototype.push to publish a payload past the size check',
+    code: `export default { async onEvent(e, ctx) { Array.prototype.push = () => 0; await ctx.publish('flood/big', 'x'.repeat(16 * 1024 * 1024)); } }`,
+    code_: 'COORD_ERR_TASK_LIMIT',
+    manifest: { limits: { memoryMb: 128 }, permissions: { publish: ['flood/#'] }, routes: [{ source: 'task:hostile', filter: 'flood/#', target: 'broker' }] },
+  },
+  { name: 'floods host calls without waiting', code: `export default { async onEvent(e, ctx) { await Promise.all(Array.from({ length: 50000 }, () => ctx.state.get('k'))); } }`, code_: 'COORD_ERR_TASK_LIMIT', manifest: { limits: { memoryMb: 64 } } },
 ];
 
 describe('sandbox: hostile tasks are contained', () => {
@@ -171,5 +185,11 @@ describe('sandbox: hostile tasks are contained', () => {
     expect(p99).toBeLessThan(250);
     expect(max).toBeLessThan(1500);
     expect(coordinator.tasks.list().find((t) => t.name === 'steady')).toMatchObject({ state: 'RUNNING', failed: 0 });
+    // The task host is responsive (a spinning continuation was stopped) and its memory stayed bounded.
+    const started = performance.now();
+    const status = (await coordinator.tasks.status()) as { host: { rssBytes: number } };
+    expect(performance.now() - started).toBeLessThan(1000);
+    expect(status.host.rssBytes).toBeGreaterThan(0);
+    expect(status.host.rssBytes).toBeLessThan(400 * 1024 * 1024);
   });
 });
