@@ -220,7 +220,8 @@ export class TaskHost extends EventEmitter<{ restarted: []; exit: [code: number 
   async load(task: TaskLoad): Promise<void> {
     await this.start();
     this.#tasks.set(task.key, task);
-    const limit = this.#opts.loadTimeoutMs ?? 10_000;
+    // Loading includes a pinned task's onStart, which may take up to the task's own time limit.
+    const limit = Math.max(this.#opts.loadTimeoutMs ?? 10_000, task.lifecycle === 'pinned' ? task.timeoutMs + 5000 : 0);
     return new Promise<void>((resolve, reject) => {
       const timer = setTimeout(() => {
         this.#tasks.delete(task.key);

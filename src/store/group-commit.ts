@@ -11,7 +11,8 @@
  * transaction committed meanwhile share the next one — the classic pipelined group commit, so the disk
  * stays busy with syncs while the event loop keeps working.
  */
-import { closeSync, fdatasync, fdatasyncSync, openSync } from 'node:fs';
+import { closeSync, fdatasync, fdatasyncSync, fsyncSync, openSync } from 'node:fs';
+import { dirname } from 'node:path';
 import type { Database } from 'better-sqlite3';
 import { CoordinatorError } from '../errors.js';
 
@@ -110,6 +111,10 @@ export class GroupCommitWriter {
     const batch = this.#queue;
     if (batch.length === 0) return;
     this.#queue = [];
+    if (this.#failed) {
+      for (const p of batch) p.reject(this.#syncError(this.#failed));
+      return;
+    }
     const started = performance.now();
     try {
       this.#db.transaction(() => {
@@ -139,12 +144,23 @@ export class GroupCommitWriter {
   }
 
   #fd(): number {
-    this.#walFd ??= openSync(this.#walPath, 'r');
+    if (this.#walFd === undefined) {
+      this.#walFd = openSync(this.#walPath, 'r');
+      // The WAL is created anew after every clean shutdown; with synchronous=NORMAL SQLite syncs its
+      // directory entry only at the first checkpoint, so make the entry durable once here (file systems
+      // without ext4's ordered journal could otherwise lose the whole file, acknowledged writes included).
+      const dir = openSync(dirname(this.#walPath), 'r');
+      try {
+        fsyncSync(dir);
+      } finally {
+        closeSync(dir);
+      }
+    }
     return this.#walFd;
   }
 
   #startSync(): void {
-    if (this.#syncing || this.#unsynced.length === 0 || this.#failed) return;
+    if (this.#syncing || this.#closed || this.#unsynced.length === 0 || this.#failed) return;
     const group = this.#unsynced;
     this.#unsynced = [];
     this.#syncing = true;
@@ -201,8 +217,10 @@ export class GroupCommitWriter {
   /** Commits and syncs what is queued (synchronously) and refuses further writes. */
   close(): void {
     if (this.#closed) return;
-    this.flush();
+    // Closed first, so flush() commits without starting an asynchronous sync: the synchronous one below
+    // covers everything committed, and nothing is acknowledged after the database is closed.
     this.#closed = true;
+    this.flush();
     if (this.#unsynced.length > 0 && !this.#failed) {
       const group = this.#unsynced;
       this.#unsynced = [];

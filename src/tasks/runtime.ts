@@ -82,6 +82,7 @@ export class TaskRuntime {
   #routes = new RouteTable([]);
   #cron: CronTriggers | undefined;
   #generation = 0;
+  #installing: Promise<unknown> = Promise.resolve();
   /** Messages from tasks that matched no route. */
   unrouted = 0;
   readonly #onPublish = (packet: AedesPublishPacket, client: Client | null): void => {
@@ -175,7 +176,14 @@ export class TaskRuntime {
    * once; then the replaced versions are unloaded. Rejects with a coded error and changes nothing if a
    * task is invalid or fails to load.
    */
-  async install(bundles: readonly TaskBundle[]): Promise<void> {
+  install(bundles: readonly TaskBundle[]): Promise<void> {
+    // One install at a time: each compares against what the previous one left installed.
+    const run = this.#installing.then(() => this.#install(bundles));
+    this.#installing = run.catch(() => undefined);
+    return run;
+  }
+
+  async #install(bundles: readonly TaskBundle[]): Promise<void> {
     const routes = await this.validate(bundles);
     const specs = bundles.map((b) => b.spec);
     const cron = specs.some((sp) => sp.triggers.some((t) => 'cron' in t))
