@@ -1,5 +1,6 @@
 /**
- * Coalesces the IPC messages of one event-loop turn into one frame. Node's IPC channel costs a write and
+ * Coalesces the IPC messages made in one synchronous run of code (flushed at the next microtask
+ * checkpoint, so a message never waits for a later phase of the event loop) into one frame. Node's IPC channel costs a write and
  * a JSON frame per send; under load (thousands of invocations a second) one frame per turn instead of one
  * per message is most of what the channel costs.
  */
@@ -14,12 +15,12 @@ export class Batcher<T> {
     this.#flush = flush;
   }
 
-  /** Queues `message` for this turn's frame. */
+  /** Queues `message` for the current frame. */
   push(message: T): void {
     this.#queue.push(message);
     if (this.#scheduled) return;
     this.#scheduled = true;
-    setImmediate(() => this.flush());
+    queueMicrotask(() => this.flush());
   }
 
   /** Sends what is queued now. */
