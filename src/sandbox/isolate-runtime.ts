@@ -24,6 +24,8 @@ export interface RuntimeHost {
 
 /** Time allowed for the bootstrap and the task module's top-level code. */
 const LOAD_TIMEOUT_MS = 2000;
+/** Time allowed to look up the task's default export (synchronous on the host's thread). */
+const EXPORT_LOOKUP_TIMEOUT_MS = 50;
 /** Host calls one isolate may have waiting for an answer. */
 const MAX_CALLS_IN_FLIGHT = 256;
 /** Largest host call (JSON of its arguments, characters): state values and shadow documents fit. */
@@ -140,7 +142,8 @@ export class IsolateRuntime {
     const mod = iso.compileModuleSync(this.#task.code, { filename: `task:///${this.#task.name}@${this.#task.version}.js` });
     mod.instantiateSync(context, refuse);
     await mod.evaluate({ timeout: LOAD_TIMEOUT_MS });
-    const shape = (await get('setTask').apply(undefined, [mod.namespace], { timeout: LOAD_TIMEOUT_MS })) as string;
+    // Only reads the default export (a getter there is the task's code): synchronous, with a short limit.
+    const shape = get('setTask').applySync(undefined, [mod.namespace], { timeout: EXPORT_LOOKUP_TIMEOUT_MS }) as string;
     if (shape !== 'ok') throw new Error('the default export has no onEvent(event, ctx) function');
     this.#fns = { run: get('run'), start: get('start'), stop: get('stop'), fire: get('fire'), clearTimers: get('clearTimers'), deliver: get('deliver') };
   }

@@ -38,6 +38,8 @@ const CASES: Case[] = [
   { name: 'calls require', code: `export default { onEvent() { return require('node:child_process').execSync('id'); } }`, code_: 'COORD_ERR_TASK_THREW' },
   { name: 'imports a built-in dynamically', code: `export default { async onEvent() { return (await import('node:fs')).readFileSync('/etc/passwd', 'utf8'); } }`, code_: 'COORD_ERR_TASK_THREW' },
   { name: 'imports a built-in statically', code: `import fs from 'node:fs'; export default { onEvent() { return fs.readFileSync('/etc/passwd', 'utf8'); } }`, loadCode: 'COORD_ERR_TASK_LOAD' },
+  { name: 'spins in a getter on its default export', code: `export default { get onEvent() { for (;;) {} } }`, loadCode: 'COORD_ERR_TASK_LOAD' },
+  { name: 'spins in its top-level code', code: `for (;;) {} export default { onEvent() {} }`, loadCode: 'COORD_ERR_TASK_LOAD' },
   {
     name: 'climbs constructor chains toward the host',
     code: `export default { onEvent() {
