@@ -106,9 +106,6 @@ export class HostApi {
   async #dispatch(caller: Caller, method: string, args: Record<string, unknown>): Promise<string | undefined> {
     const task = caller.spec.name;
     switch (method) {
-      case 'publish':
-        this.#publish(caller, args);
-        return undefined;
       case 'shadow.get':
         return JSON.stringify(this.#deps.shadows.get(this.#shadowId(caller, args, 'read')));
       case 'shadow.update': {
@@ -133,13 +130,6 @@ export class HostApi {
       default:
         throw bad(`unknown host call ${method}`);
     }
-  }
-
-  #publish(caller: Caller, args: Record<string, unknown>): void {
-    const p = args.payload;
-    if (!isJsonObject(p) || (typeof p.text !== 'string' && typeof p.base64 !== 'string')) throw bad('payload must be a string, bytes or a JSON value');
-    const payload = typeof p.text === 'string' ? Buffer.from(p.text) : Buffer.from(p.base64 as string, 'base64');
-    this.#publishChecked(caller, str(args, 'topic')!, payload, args.qos === 1 ? 1 : 0);
   }
 
   #publishChecked(caller: Caller, topic: string, payload: Buffer, qos: 0 | 1): void {

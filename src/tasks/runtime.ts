@@ -14,7 +14,7 @@ import type { Aedes, AedesPublishPacket, Client } from 'aedes';
 import type { CoordinatorConfig } from '../config/schema.js';
 import { CoordinatorError, isCoordinatorError } from '../errors.js';
 import type { Logger } from '../log/logger.js';
-import { RouteTable, type MessageSource, type Route } from '../router/router.js';
+import { parseTarget, RouteTable, type MessageSource, type Route } from '../router/router.js';
 import { anyMatches } from '../router/topic.js';
 import { TaskHost } from '../sandbox/task-host.js';
 import type { LogLevel, TaskLoad } from '../sandbox/protocol.js';
@@ -64,7 +64,7 @@ const shadowPrefix = (id: ShadowId): string => `$aws/things/${id.thing}/shadow${
 function routesOf(spec: TaskSpec): Route[] {
   const routes: Route[] = [];
   for (const t of spec.triggers) if ('topic' in t) routes.push({ source: t.source ?? 'device:*', filter: t.topic, task: spec.name });
-  for (const r of spec.routes) routes.push({ source: r.source, filter: r.filter, task: r.target === 'broker' ? undefined : r.target.slice('task:'.length) });
+  for (const r of spec.routes) routes.push({ source: r.source, filter: r.filter, task: parseTarget(r.target) });
   return routes;
 }
 
@@ -142,11 +142,6 @@ export class TaskRuntime {
   /** Process id of the task host (for status and tests). */
   get hostPid(): number | undefined {
     return this.#host.pid;
-  }
-
-  /** Task host restarts since start. */
-  get hostRestarts(): number {
-    return this.#host.restarts;
   }
 
   /** Checks a task set as install() would, without changing anything; rejects with a coded error. */
