@@ -8,11 +8,21 @@ import type { Logger } from './log/logger.js';
 import { startAdminServer, type AdminRoutes, type AdminServer } from './admin/server.js';
 import { adminSocketPath } from './admin/socket.js';
 import { startBroker, type Broker } from './broker/broker.js';
+import { deploymentRoutes } from './deployment/admin-routes.js';
+import { DeploymentAgent } from './deployment/agent.js';
+import { acquireBundle } from './deployment/bundles.js';
+import { ContentStore } from './deployment/content-store.js';
+import { localDeployment } from './deployment/local.js';
+import { DeploymentRecords } from './deployment/records.js';
+import { parseTrustedKeys } from './deployment/signature.js';
 import { shadowRoutes } from './shadow/admin-routes.js';
 import { attachShadowMqtt } from './shadow/mqtt.js';
 import { AWS_SHADOW_LIMITS } from './shadow/request.js';
 import { applySeeds } from './shadow/seeds.js';
 import { ShadowService } from './shadow/service.js';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { pathToFileURL } from 'node:url';
 import { ensureDataDir, Store, type StoreHealth } from './store/database.js';
 import { taskRoutes } from './tasks/admin-routes.js';
 import { TaskRuntime } from './tasks/runtime.js';
@@ -58,6 +68,8 @@ export class Coordinator {
   readonly shadows: ShadowService;
   /** The task registry, scheduler and task host. */
   readonly tasks: TaskRuntime;
+  /** Converges the tasks to the `deployment` shadow's desired state. */
+  readonly deployments: DeploymentAgent;
   readonly #detachShadowMqtt: () => Promise<void>;
   readonly #admin: AdminServer;
   readonly #startedAt = new Date();
@@ -66,7 +78,7 @@ export class Coordinator {
   private constructor(
     config: CoordinatorConfig,
     log: Logger,
-    parts: { store: Store; broker: Broker; shadows: ShadowService; tasks: TaskRuntime; detachShadowMqtt: () => Promise<void>; admin: AdminServer },
+    parts: { store: Store; broker: Broker; shadows: ShadowService; tasks: TaskRuntime; deployments: DeploymentAgent; detachShadowMqtt: () => Promise<void>; admin: AdminServer },
   ) {
     this.config = config;
     this.log = log;
@@ -74,6 +86,7 @@ export class Coordinator {
     this.broker = parts.broker;
     this.shadows = parts.shadows;
     this.tasks = parts.tasks;
+    this.deployments = parts.deployments;
     this.#detachShadowMqtt = parts.detachShadowMqtt;
     this.#admin = parts.admin;
   }
@@ -88,6 +101,7 @@ export class Coordinator {
     let store: Store | undefined;
     let broker: Broker | undefined;
     let tasks: TaskRuntime | undefined;
+    let agent: DeploymentAgent | undefined;
     try {
       store = Store.open(
         config.dataDir,
@@ -106,13 +120,39 @@ export class Coordinator {
       const detachShadowMqtt = await attachShadowMqtt(broker.aedes, shadows, limits, broker.shadowAccess, broker.hasSubscribers, log);
       tasks = new TaskRuntime({ config, log, store, aedes: broker.aedes, shadows, shadowLimits: limits });
       tasks.start();
-      if (config.tasks.dir !== undefined) await installLocalTasks(tasks, config.tasks.dir, log);
-      const coordinator: Coordinator = new Coordinator(config, log, { store, broker, shadows, tasks, detachShadowMqtt, admin });
+      const bundleStore = new ContentStore(join(config.dataDir, 'bundles'));
+      const d = config.deployments;
+      const trustedKeys = parseTrustedKeys(d.trustedKeys);
+      const ca = d.fetch.trustRoots?.map((f) => readFileSync(f, 'utf8'));
+      const records = new DeploymentRecords(store);
+      agent = new DeploymentAgent({
+        config,
+        log,
+        shadows,
+        tasks,
+        records,
+        acquire: (ref, signal) =>
+          acquireBundle(ref, {
+            store: bundleStore,
+            fetch: { timeoutMs: d.fetch.timeoutMs, maxBytes: d.fetch.maxBytes, retries: d.fetch.retries, backoffMs: d.fetch.backoffMs, ...(ca ? { ca } : {}), signal },
+            trustedKeys,
+            requireSignatures: d.requireSignatures,
+          }),
+        pruneBundles: (keep) => void bundleStore.prune(keep),
+      });
+      const upload = (code: string): { sha256: string; url: string } => {
+        const sha256 = bundleStore.put(Buffer.from(code, 'utf8'));
+        return { sha256, url: pathToFileURL(bundleStore.path(sha256)).href };
+      };
+      await agent.start();
+      if (config.tasks.dir !== undefined) await deployLocalTasks(agent, config.tasks.dir, upload, log);
+      const coordinator: Coordinator = new Coordinator(config, log, { store, broker, shadows, tasks, deployments: agent, detachShadowMqtt, admin });
       routes['GET /v1/status'] = () => coordinator.status();
-      Object.assign(routes, shadowRoutes(shadows, limits), taskRoutes(tasks));
+      Object.assign(routes, shadowRoutes(shadows, limits), taskRoutes(tasks), deploymentRoutes(agent, records, upload));
       coordinator.#announce();
       return coordinator;
     } catch (err) {
+      await agent?.stop();
       await tasks?.stop();
       await broker?.close();
       store?.close();
@@ -177,6 +217,7 @@ export class Coordinator {
     this.#stopping ??= (async () => {
       this.log.info('coordinator stopping');
       await this.#admin.close();
+      await this.deployments.stop();
       // Pinned tasks' onStop may still publish or update shadows: before the broker goes.
       await this.tasks.stop();
       await this.#detachShadowMqtt();
@@ -189,18 +230,23 @@ export class Coordinator {
 }
 
 /**
- * Installs the task folders of `dir` (config tasks.dir / --tasks-dir). A broken task is the task's
- * problem, not the gateway's: it is logged with its code and the coordinator runs without tasks.
+ * Deploys the task folders of `dir` (config tasks.dir / --tasks-dir) through the deployment agent, as
+ * `coordinator deploy` would: the development path takes the production path. An unchanged folder
+ * gives the same document, so a restart changes nothing. A folder that does not bundle is the tasks'
+ * problem, not the gateway's: it is logged with its code and whatever ran keeps running.
  */
-async function installLocalTasks(tasks: TaskRuntime, dir: string, log: Logger): Promise<void> {
+async function deployLocalTasks(agent: DeploymentAgent, dir: string, upload: (code: string) => { sha256: string; url: string }, log: Logger): Promise<void> {
   try {
     // Loaded only when used: esbuild and the manifest schema cost idle memory a gateway without a
     // tasks folder should not pay.
     const { loadTasksDir } = await import('./tasks/local.js');
-    const bundles = await loadTasksDir(dir);
-    await tasks.install(bundles);
+    const doc = await localDeployment(await loadTasksDir(dir), (code) => Promise.resolve(upload(code)));
+    await agent.request(doc);
+    const outcome = await agent.switched(doc.id, 60_000);
+    if (!outcome) log.warn({ dir, deployment: doc.id }, `tasks in ${dir} are still deploying`);
+    else if (outcome.status === 'REJECTED' || outcome.status === 'FAILED_ROLLED_BACK') log.error({ dir, deployment: doc.id, code: 'COORD_ERR_DEPLOY_FAILED' }, `tasks in ${dir} not deployed: ${outcome.reason}`);
   } catch (err) {
     const e = err as { code?: string; message?: string };
-    log.error({ code: e.code ?? 'COORD_ERR_INTERNAL', dir, err }, `tasks in ${dir} not installed: ${e.message ?? String(err)}`);
+    log.error({ code: e.code ?? 'COORD_ERR_INTERNAL', dir, err }, `tasks in ${dir} not deployed: ${e.message ?? String(err)}`);
   }
 }

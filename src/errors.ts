@@ -159,6 +159,26 @@ export const ERRORS = {
     meaning: 'A route or trigger is invalid: bad topic filter, bad cron expression or time zone, unknown source or target task.',
     remedy: 'Fix the route as the message says (docs/tasks.md, "Routes and triggers").',
   },
+  COORD_ERR_BUNDLE_FETCH: {
+    meaning: 'A task bundle could not be fetched: refused URL scheme, network or TLS failure, HTTP error status, bad redirect, unreadable file, malformed data: URL, or the bundle is not UTF-8 text; the message gives the URL (without credentials or query) and the attempts made.',
+    remedy: 'Check the bundle URL and that its server is reachable and trusted (deployments.fetch.trustRoots); transient failures were already retried (deployments.fetch.retries).',
+  },
+  COORD_ERR_BUNDLE_TOO_LARGE: {
+    meaning: 'A task bundle is larger than deployments.fetch.maxBytes (by its Content-Length, its file size or the bytes received).',
+    remedy: 'Make the bundle smaller or raise deployments.fetch.maxBytes.',
+  },
+  COORD_ERR_BUNDLE_DIGEST: {
+    meaning: "A task bundle's bytes do not hash to the sha256 the deployment names (or a cached copy was corrupt and was deleted).",
+    remedy: 'Publish the sha256 of the exact bundle bytes the URL serves; a corrupt cached copy is fetched again on the next deployment.',
+  },
+  COORD_ERR_BUNDLE_SIGNATURE: {
+    meaning: 'A task bundle signature is missing while deployments.requireSignatures is set, is malformed, or was not made by any key of deployments.trustedKeys.',
+    remedy: 'Sign the exact bundle bytes with a trusted key (`coordinator sign FILE --key KEY.pem`) and put the output in bundle.signature.',
+  },
+  COORD_ERR_TRUSTED_KEY_INVALID: {
+    meaning: 'A key of deployments.trustedKeys (or a signing key) is unreadable, not PEM, a private key where a public one belongs, or not an ed25519 key.',
+    remedy: 'Use the public key written by `coordinator keys create` (signing-key.pub.pem), as PEM text or a file path.',
+  },
   COORD_ERR_ADMIN_UNREACHABLE: {
     meaning: 'The CLI could not reach a running coordinator on the admin socket.',
     remedy: 'Start the coordinator, or point the CLI at its data directory with --data-dir / --config.',
@@ -178,6 +198,26 @@ export const ERRORS = {
   COORD_ERR_SHUTDOWN_TIMEOUT: {
     meaning: 'Graceful shutdown did not finish within shutdownTimeoutMs; the process exited anyway.',
     remedy: 'Look at the log lines before it for the component that hung.',
+  },
+  COORD_ERR_DEPLOY_REJECTED: {
+    meaning: 'A desired deployment document was refused before anything changed: it fails the schema or a semantic rule, or a bundle failed its digest, signature or size check.',
+    remedy: 'reported.problems of the deployment shadow lists every problem (path + message); fix them and write the document again under a new id.',
+  },
+  COORD_ERR_DEPLOY_FAILED: {
+    meaning: 'A deployment could not be completed (a bundle could not be fetched, a task failed to load, restarts interrupted it too often); the previous deployment keeps running.',
+    remedy: 'reported.reason says which step failed and why; fix the cause and write the document again under a new id.',
+  },
+  COORD_ERR_DEPLOY_TIMEOUT: {
+    meaning: 'Fetching and loading a deployment took longer than deployments.timeoutMs; nothing was switched.',
+    remedy: 'Check the bundle servers and the bundle sizes, or raise deployments.timeoutMs; write the document again under a new id.',
+  },
+  COORD_ERR_DEPLOY_UNHEALTHY: {
+    meaning: 'A task of a new deployment went BROKEN, or a pinned task failed to start, during the health window; the gateway rolled back to the previous deployment.',
+    remedy: '`coordinator tasks logs NAME` shows why the task failed; fix it and deploy a new version.',
+  },
+  COORD_ERR_DEPLOY_NO_PREVIOUS: {
+    meaning: '`coordinator deployment rollback` found no earlier successful deployment to go back to.',
+    remedy: '`coordinator deployment history` lists what the gateway kept; deploy the wanted task set explicitly.',
   },
   COORD_ERR_INTERNAL: {
     meaning: 'An unexpected internal failure; the process stays up where it safely can.',

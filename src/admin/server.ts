@@ -15,7 +15,8 @@ export type AdminHandler = (request: { query: URLSearchParams; body: unknown }) 
 /** Routes keyed by `METHOD /path`. */
 export type AdminRoutes = Record<string, AdminHandler>;
 
-const MAX_BODY_BYTES = 1024 * 1024;
+// Large enough for a task bundle uploaded by `coordinator deploy` (the socket is local and owner-only).
+const MAX_BODY_BYTES = 16 * 1024 * 1024;
 
 function send(res: ServerResponse, status: number, body: unknown): void {
   const text = JSON.stringify(body);

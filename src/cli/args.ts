@@ -18,6 +18,8 @@ export interface CommandSpec {
   readonly words: readonly string[];
   readonly summary: string;
   readonly args?: readonly string[];
+  /** The last argument may be given more than once (at least once), e.g. `deploy <dir>...`. */
+  readonly variadic?: boolean;
   readonly options?: Readonly<Record<string, OptionSpec>>;
   readonly run: (values: Record<string, string | boolean | undefined>, positionals: string[]) => Promise<void> | void;
 }
@@ -38,7 +40,7 @@ function camel(name: string): string {
 
 /** Help for one command. */
 export function commandHelp(program: string, command: CommandSpec): string {
-  const usage = [program, ...command.words, ...(command.args ?? []), command.options ? '[options]' : ''].filter(Boolean).join(' ');
+  const usage = [program, ...command.words, ...(command.args ?? []), command.variadic ? '...' : '', command.options ? '[options]' : ''].filter(Boolean).join(' ');
   const lines = [`usage: ${usage}`, '', command.summary];
   const rows: [string, string][] = Object.entries(command.options ?? {}).map(([name, o]) => [
     `--${kebab(name)}${o.type === 'string' ? ` ${o.value ?? '<value>'}` : ''}`,
@@ -96,8 +98,9 @@ export function parseCommandLine(program: string, description: string, commands:
     throw new CoordinatorError('COORD_ERR_CLI_USAGE', `${message} (see ${program} ${command.words.join(' ')} --help)`);
   }
   const expected = command.args?.length ?? 0;
-  if (parsed.positionals.length !== expected) {
-    const what = expected === 0 ? 'no arguments' : `${expected} argument(s): ${command.args!.join(' ')}`;
+  const countOk = command.variadic ? parsed.positionals.length >= expected : parsed.positionals.length === expected;
+  if (!countOk) {
+    const what = expected === 0 ? 'no arguments' : `${command.variadic ? 'at least ' : ''}${expected} argument(s): ${command.args!.join(' ')}`;
     throw new CoordinatorError('COORD_ERR_CLI_USAGE', `${program} ${command.words.join(' ')} takes ${what} (see --help)`);
   }
   const values = Object.fromEntries(Object.entries(parsed.values).map(([k, v]) => [camel(k), v as string | boolean]));

@@ -3,6 +3,8 @@
 import { VERSION } from '../version.js';
 import { parseCommandLine, type CommandSpec } from './args.js';
 import { CONFIG_OPTIONS, configFromFlags, reportError } from './common.js';
+import type * as DeployCli from './deploy.js';
+import type * as KeysCli from './keys.js';
 import type * as ShadowCli from './shadow.js';
 import type * as TasksCli from './tasks.js';
 
@@ -96,6 +98,73 @@ function taskCommands(): CommandSpec[] {
   ];
 }
 
+function deployCommands(): CommandSpec[] {
+  const load = (): Promise<typeof DeployCli> => import('./deploy.js');
+  const json = { json: { type: 'boolean', description: 'print JSON' } } as const;
+  const follow = {
+    noWait: { type: 'boolean', description: 'return once requested instead of following the deployment to its end' },
+    timeout: { type: 'string', value: '<ms>', description: 'how long to follow it (default 600000)' },
+  } as const;
+  return [
+    {
+      words: ['deploy'],
+      args: ['<task-dir>'],
+      variadic: true,
+      summary: 'bundle task folders and deploy them as the whole task set (the local path of a cloud deployment)',
+      options: { ...CONFIG_OPTIONS, ...SOCKET_OPTION, ...json, ...follow, id: { type: 'string', value: '<id>', description: 'deployment id (default local-<digest>)' } },
+      run: async (values, dirs) => (await load()).runDeploy(dirs, values),
+    },
+    {
+      words: ['deployment', 'status'],
+      summary: 'show the desired deployment, the reported outcome and the running tasks',
+      options: { ...CONFIG_OPTIONS, ...SOCKET_OPTION, ...json },
+      run: async (values) => (await load()).runDeploymentStatus(values),
+    },
+    {
+      words: ['deployment', 'history'],
+      summary: 'list the deployments the gateway took up, newest first',
+      options: { ...CONFIG_OPTIONS, ...SOCKET_OPTION, ...json, limit: { type: 'string', value: '<n>', description: 'how many (default 20)' } },
+      run: async (values) => (await load()).runDeploymentHistory(values),
+    },
+    {
+      words: ['deployment', 'rollback'],
+      summary: 'deploy again the last successful deployment before the running one',
+      options: { ...CONFIG_OPTIONS, ...SOCKET_OPTION, ...json, ...follow },
+      run: async (values) => (await load()).runDeploymentRollback(values),
+    },
+    {
+      words: ['bundle'],
+      args: ['<task-dir>'],
+      summary: "bundle a task folder into one file and print its deployment document entry (sha256, signature)",
+      options: {
+        out: { type: 'string', value: '<file>', description: 'where to write the bundle (default <name>-<version>.js)' },
+        url: { type: 'string', value: '<url>', description: 'the URL the bundle will be served from, for the printed entry' },
+        key: { type: 'string', value: '<file>', description: 'ed25519 private key (PEM) to sign the bundle with' },
+      },
+      run: async (values, [dir]) => (await load()).runBundle(dir!, values),
+    },
+  ];
+}
+
+function keyCommands(): CommandSpec[] {
+  const load = (): Promise<typeof KeysCli> => import('./keys.js');
+  return [
+    {
+      words: ['keys', 'create'],
+      summary: 'create an ed25519 key pair for signing bundles: DIR/signing-key.pem (0600) and DIR/signing-key.pub.pem',
+      options: { out: { type: 'string', value: '<dir>', description: 'directory for the key files (default: the current directory); existing files are never overwritten' } },
+      run: async (values) => (await load()).runKeysCreate(values),
+    },
+    {
+      words: ['sign'],
+      args: ['<file>'],
+      summary: "print the base64 ed25519 signature of a bundle file (a deployment's bundle.signature), nothing else",
+      options: { key: { type: 'string', value: '<private.pem>', description: 'the private key from `coordinator keys create`' } },
+      run: async (values, [file]) => (await load()).runSign(file!, values),
+    },
+  ];
+}
+
 const DESCRIPTION = 'The edge coordinator: local MQTT broker, device shadows and sandboxed tasks for a gateway.';
 
 const COMMANDS: readonly CommandSpec[] = [
@@ -117,6 +186,8 @@ const COMMANDS: readonly CommandSpec[] = [
   },
   ...shadowCommands(),
   ...taskCommands(),
+  ...deployCommands(),
+  ...keyCommands(),
   {
     words: ['config', 'check'],
     args: ['<file>'],

@@ -133,6 +133,51 @@ export const configSchema = z
       })
       .strict()
       .prefault({}),
+    deployments: z
+      .object({
+        /** After the switch, how long a new deployment is watched; a task going BROKEN in it rolls back. */
+        healthWindowMs: z.int().min(0).max(3_600_000).default(10_000),
+        /** Longest a deployment may take from start to switch (fetch + load) before it fails. */
+        timeoutMs: z.int().min(1000).max(3_600_000).default(300_000),
+        /** In-flight invocations of replaced task versions may finish for this long before they are cancelled. */
+        drainMs: z.int().min(0).max(600_000).default(5000),
+        /** A deployment interrupted by this many coordinator restarts is abandoned (no crash loop). */
+        maxAttempts: z.int().min(1).max(100).default(3),
+        /** Sum of the tasks' memory limits (memoryMb × concurrency; pinned: memoryMb) a deployment may ask for. */
+        memoryBudgetMb: z.int().min(8).max(1_048_576).default(1024),
+        /** The widest permissions any deployed task may be granted: every filter a task asks for must lie inside one. */
+        maxGrants: z
+          .object({
+            publish: z.array(z.string().min(1)).default(['#']),
+            subscribe: z.array(z.string().min(1)).default(['#']),
+            shadows: z.array(z.string().min(1)).default(['#']),
+          })
+          .strict()
+          .prefault({}),
+        /** ed25519 public keys (PEM text, or paths of PEM files) whose bundle signatures are trusted. */
+        trustedKeys: z.array(z.string().min(1)).default([]),
+        /** Refuse bundles without a valid signature by a trusted key. */
+        requireSignatures: z.boolean().default(false),
+        fetch: z
+          .object({
+            /** Time limit of one download attempt, connect to last byte. */
+            timeoutMs: z.int().min(100).max(3_600_000).default(30_000),
+            /** Largest bundle accepted, bytes. */
+            maxBytes: z.int().min(1024).max(1_073_741_824).default(5_242_880),
+            /** Further attempts after a failed download (network errors, timeouts, 5xx). */
+            retries: z.int().min(0).max(20).default(3),
+            /** First delay between attempts; doubles each time, with jitter. */
+            backoffMs: z.int().min(10).max(600_000).default(1000),
+            /** PEM files of the CAs https:// bundle servers must chain to; when set they replace the system roots. */
+            trustRoots: z.array(filePath).optional(),
+          })
+          .strict()
+          .prefault({}),
+        /** Finished deployments kept in the history (their bundles stay cached while kept). */
+        historySize: z.int().min(2).max(10_000).default(20),
+      })
+      .strict()
+      .prefault({}),
     admin: z
       .object({
         /** Unix socket of the admin channel; default `<dataDir>/coordinator.sock`. */

@@ -65,4 +65,26 @@ export const MIGRATIONS: readonly string[] = [
     PRIMARY KEY (task, key)
   ) WITHOUT ROWID;
   `,
+  // 4: deployments — every deployment the agent took up (history, status, the step it reached), and
+  // which one runs now. `active` changes in the same transaction as the status that explains it.
+  `
+  CREATE TABLE deployments (
+    seq         INTEGER PRIMARY KEY AUTOINCREMENT,
+    id          TEXT NOT NULL,
+    hash        TEXT NOT NULL,
+    document    TEXT NOT NULL,
+    status      TEXT NOT NULL,
+    reason      TEXT NOT NULL,
+    problems    TEXT,
+    step        TEXT NOT NULL,
+    attempts    INTEGER NOT NULL,
+    created_at  TEXT NOT NULL,
+    updated_at  TEXT NOT NULL
+  );
+  CREATE INDEX deployments_id ON deployments (id, hash);
+  CREATE TABLE deployment_pointers (
+    name TEXT PRIMARY KEY,
+    seq  INTEGER NOT NULL
+  ) WITHOUT ROWID;
+  `,
 ];

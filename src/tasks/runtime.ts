@@ -9,6 +9,7 @@
  * nothing changes. Deployments (issue 5) will call the same `install()`.
  */
 import { isUtf8 } from 'node:buffer';
+import { EventEmitter } from 'node:events';
 import { cpus } from 'node:os';
 import type { Aedes, AedesPublishPacket, Client } from 'aedes';
 import type { CoordinatorConfig } from '../config/schema.js';
@@ -24,7 +25,7 @@ import type { ShadowId, ShadowService } from '../shadow/service.js';
 import type { Store } from '../store/database.js';
 import type { MessageEvent, TaskEvent } from './api.js';
 import { HostApi, type Caller } from './host-api.js';
-import type { TaskBundle, TaskSpec } from './spec.js';
+import type { RouteSpec, TaskBundle, TaskSpec } from './spec.js';
 import { TaskStateStore } from './state-store.js';
 import { TaskLog, type TaskLogLine } from './task-log.js';
 import type { CronTriggers } from './triggers.js';
@@ -68,8 +69,22 @@ function routesOf(spec: TaskSpec): Route[] {
   return routes;
 }
 
+/** What the runtime tells its watchers (the deployment agent's health window). */
+export interface TaskRuntimeEvents {
+  /** A task's state changed (INSTALLED, RUNNING, ERRORED, BROKEN); `key` names the task version. */
+  state: [task: string, state: string, key: string, error?: CoordinatorError];
+  /** A pinned task failed outside an invocation (onStart after a restart, a timer, its isolate died). */
+  failed: [task: string, key: string, error: CoordinatorError];
+}
+
+/** Options of one install. */
+export interface InstallOptions {
+  /** Routes besides those the tasks declare (a deployment's route table). */
+  readonly routes?: readonly RouteSpec[];
+}
+
 /** The task runtime of one coordinator. */
-export class TaskRuntime {
+export class TaskRuntime extends EventEmitter<TaskRuntimeEvents> {
   readonly #deps: TaskRuntimeDeps;
   readonly #host: TaskHost;
   readonly #scheduler: Scheduler;
@@ -91,7 +106,11 @@ export class TaskRuntime {
   };
   readonly #onDelta = (id: ShadowId, payload: Record<string, unknown>): void => this.#shadowDelta(id, payload);
 
+  /** Invocations executing per task version: replaced versions are unloaded once theirs finish. */
+  readonly #executing = new Map<string, number>();
+
   constructor(deps: TaskRuntimeDeps) {
+    super();
     this.#deps = deps;
     const t = deps.config.tasks;
     this.#logs = new TaskLog(t.logRing);
@@ -116,6 +135,7 @@ export class TaskRuntime {
       onFailed: (key, error) => {
         const name = this.#byKey.get(key)?.spec.name ?? key;
         this.#taskLog(name, 'background', 'error', `${error.code}: ${error.message}`);
+        this.emit('failed', name, key, error);
       },
     });
     this.#host.on('restarted', () => deps.log.warn({ code: 'COORD_ERR_TASK_HOST_CRASHED', restarts: this.#host.restarts }, 'task host restarted; tasks reloaded'));
@@ -126,6 +146,8 @@ export class TaskRuntime {
         const level = state === 'BROKEN' ? 'error' : state === 'ERRORED' ? 'warn' : 'info';
         deps.log[level]({ task, state, code: error?.code }, `task ${task} is ${state}`);
         if (error) this.#taskLog(task, 'scheduler', state === 'BROKEN' ? 'error' : 'warn', `${state}: ${error.code}: ${error.message}`);
+        const key = this.#installed.get(task)?.key;
+        if (key !== undefined) this.emit('state', task, state, key, error);
       },
     });
   }
@@ -145,13 +167,14 @@ export class TaskRuntime {
   }
 
   /** Checks a task set as install() would, without changing anything; rejects with a coded error. */
-  async validate(bundles: readonly TaskBundle[]): Promise<RouteTable> {
+  async validate(bundles: readonly TaskBundle[], options: InstallOptions = {}): Promise<RouteTable> {
     const names = new Set<string>();
     for (const b of bundles) {
       if (names.has(b.spec.name)) throw new CoordinatorError('COORD_ERR_TASK_MANIFEST', `two tasks are named ${b.spec.name}`);
       names.add(b.spec.name);
     }
     const routes = bundles.flatMap((b) => routesOf(b.spec));
+    for (const r of options.routes ?? []) routes.push({ source: r.source, filter: r.filter, task: parseTarget(r.target) });
     for (const r of routes) {
       if (r.task !== undefined && !names.has(r.task)) throw new CoordinatorError('COORD_ERR_ROUTE_INVALID', `a route targets task ${r.task}, which is not installed`);
       const src = /^task:(.+)$/.exec(r.source)?.[1];
@@ -171,15 +194,15 @@ export class TaskRuntime {
    * once; then the replaced versions are unloaded. Rejects with a coded error and changes nothing if a
    * task is invalid or fails to load.
    */
-  install(bundles: readonly TaskBundle[]): Promise<void> {
+  install(bundles: readonly TaskBundle[], options: InstallOptions = {}): Promise<void> {
     // One install at a time: each compares against what the previous one left installed.
-    const run = this.#installing.then(() => this.#install(bundles));
+    const run = this.#installing.then(() => this.#install(bundles, options));
     this.#installing = run.catch(() => undefined);
     return run;
   }
 
-  async #install(bundles: readonly TaskBundle[]): Promise<void> {
-    const routes = await this.validate(bundles);
+  async #install(bundles: readonly TaskBundle[], options: InstallOptions): Promise<void> {
+    const routes = await this.validate(bundles, options);
     const specs = bundles.map((b) => b.spec);
     const cron = specs.some((sp) => sp.triggers.some((t) => 'cron' in t))
       ? new (await import('./triggers.js')).CronTriggers(specs, (task, event) => this.#submit(task, event))
@@ -249,9 +272,27 @@ export class TaskRuntime {
     this.#cron?.start();
     for (const old of previous.values()) {
       if (next.get(old.spec.name)?.key === old.key) continue;
-      void this.#host.unload(old.key).then(() => this.#byKey.delete(old.key));
+      void this.#drain(old.key)
+        .then(() => this.#host.unload(old.key))
+        .then(() => this.#byKey.delete(old.key));
     }
     this.#deps.log.info({ tasks: [...next.values()].map((i) => `${i.spec.name}@${i.spec.version}`), loaded: toLoad.length, routes: routes.routes.length }, 'tasks installed');
+  }
+
+  /**
+   * Resolves when the replaced version `key` has no invocation executing, or after the drain grace
+   * period (deployments.drainMs): unloading then fails what is left with COORD_ERR_TASK_CANCELLED.
+   */
+  async #drain(key: string): Promise<void> {
+    const deadline = Date.now() + this.#deps.config.deployments.drainMs;
+    while ((this.#executing.get(key) ?? 0) > 0 && Date.now() < deadline) {
+      await new Promise((r) => setTimeout(r, 10));
+    }
+  }
+
+  /** The installed task versions, name → key (a key changes with every new version or manifest). */
+  keys(): Map<string, string> {
+    return new Map([...this.#installed].map(([name, i]) => [name, i.key]));
   }
 
   /** Queues an invocation of `task`; resolves with its result. */
@@ -271,6 +312,8 @@ export class TaskRuntime {
     const installed = this.#installed.get(inv.task);
     if (!installed) throw new CoordinatorError('COORD_ERR_TASK_CANCELLED', `task ${inv.task} is no longer installed`);
     this.#callers.set(inv.id, { spec: installed.spec, invocationId: inv.id, publishes: 0, background: false });
+    const key = installed.key;
+    this.#executing.set(key, (this.#executing.get(key) ?? 0) + 1);
     try {
       const json = await this.#host.invoke(installed.key, inv.id, JSON.stringify(inv.event));
       return JSON.parse(json) as unknown;
@@ -280,6 +323,9 @@ export class TaskRuntime {
       throw err;
     } finally {
       this.#callers.delete(inv.id);
+      const left = this.#executing.get(key)! - 1;
+      if (left === 0) this.#executing.delete(key);
+      else this.#executing.set(key, left);
     }
   }
 
