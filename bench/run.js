@@ -16,6 +16,7 @@ import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { brokerThroughput } from './broker-throughput.js';
+import { deployment } from './deployment.js';
 import { idleRss } from './idle-rss.js';
 import { shadowUpdates } from './shadow-updates.js';
 import { taskRuntime } from './task-runtime.js';
@@ -27,6 +28,7 @@ const BENCHMARKS = [
   { name: 'idle-rss', run: idleRss },
   { name: 'shadow-updates', run: shadowUpdates },
   { name: 'task-runtime', run: taskRuntime },
+  { name: 'deployment', run: deployment },
 ];
 
 const RESULTS_FILE = join(BENCH_DIR, 'results.json');

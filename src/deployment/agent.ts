@@ -279,6 +279,8 @@ export class DeploymentAgent {
       await this.#report({ id: run.id, status: 'IN_PROGRESS', reason, problems: null, running: previous?.id ?? null, tasks: this.#taskStates(), updatedAt: new Date().toISOString() });
       const deadline = AbortSignal.any([run.abort.signal, AbortSignal.timeout(config.deployments.timeoutMs)]);
       await records.update(seq, { step: 'fetch' });
+      // One line per step: what an operator reads, and what the crash tests aim their SIGKILLs at.
+      this.#deps.log.info({ deployment: run.id, step: 'fetch' }, `deployment ${run.id}: fetching bundles`);
       const parsed = parseDeployment(desired);
       if (!parsed.ok) throw new Error('a validated document failed validation');
       let bundles: TaskBundle[];
@@ -296,9 +298,11 @@ export class DeploymentAgent {
       }
       if (run.abort.signal.aborted) throw new Superseded();
       await records.update(seq, { step: 'load', reason: 'bundles verified; loading tasks' });
+      this.#deps.log.info({ deployment: run.id, step: 'load' }, `deployment ${run.id}: loading tasks`);
       await this.#installDocument(parsed.deployment, bundles, deadline);
       // Switched: the new set runs. The pointer moves with the step, in one durable transaction.
       await records.update(seq, { step: 'health', reason: 'switched; health window running' }, seq);
+      this.#deps.log.info({ deployment: run.id, step: 'health' }, `deployment ${run.id}: switched; health window running`);
       await this.#health(run, seq, `switched; watching health for ${config.deployments.healthWindowMs} ms`, previous);
     } catch (err) {
       if (err instanceof Superseded || run.abort.signal.aborted) {

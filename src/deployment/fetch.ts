@@ -96,7 +96,7 @@ export async function fetchBundle(url: string, options: FetchOptions): Promise<B
       return once(() => readFileUrl(parsed, options.maxBytes), where, options, aborted);
     case 'data:':
       // The parsed form: surrounding spaces and tabs/newlines are gone, and a fragment is not data.
-      return once(async () => decodeDataUrl(parsed.href.split('#')[0]!, options.maxBytes), where, options, aborted);
+      return once(() => Promise.resolve(decodeDataUrl(parsed.href.split('#')[0]!, options.maxBytes)), where, options, aborted);
     case 'http:':
       throw new CoordinatorError('COORD_ERR_BUNDLE_FETCH', `refusing ${where}: plain http: is not allowed for bundles; serve them over https:`, {
         details: { url: where, reason: 'scheme' },
