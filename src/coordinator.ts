@@ -54,6 +54,8 @@ export interface CoordinatorStatus {
   store: StoreHealth;
   /** Installed tasks, queued and running invocations, the task host. */
   tasks: Record<string, unknown>;
+  /** The running deployment, and the desired one's reported status. */
+  deployment: { running: string | null; id: string | null; status: string | null; inProgress: string | null };
 }
 
 const STATUS_CLIENT_IDS = 100;
@@ -209,6 +211,18 @@ export class Coordinator {
       droppedMessages: this.broker.droppedMessages(),
       store: this.store.health(),
       tasks: await this.tasks.status(),
+      deployment: this.#deploymentStatus(),
+    };
+  }
+
+  #deploymentStatus(): CoordinatorStatus['deployment'] {
+    const s = this.deployments.status();
+    const r = (s.reported ?? {}) as { id?: unknown; status?: unknown };
+    return {
+      running: s.active?.id ?? null,
+      id: typeof r.id === 'string' ? r.id : null,
+      status: typeof r.status === 'string' ? r.status : null,
+      inProgress: s.inProgress,
     };
   }
 

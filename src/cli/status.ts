@@ -27,6 +27,7 @@ export function formatStatus(s: CoordinatorStatus): string {
     `store       ${s.store.ok ? 'ok' : 'DEGRADED'}  ${formatBytes(s.store.sizeBytes)} + ${formatBytes(s.store.walBytes)} WAL  schema v${s.store.schemaVersion}` +
       `  ${s.store.commit.commits} commits, ${s.store.commit.syncs} syncs / ${s.store.commit.writes} writes, ${s.store.pendingWrites} pending` +
       (s.store.commit.lastError ? `  last error: ${s.store.commit.lastError}` : ''),
+    `deployment  ${s.deployment.running ?? 'none'} running` + (s.deployment.id ? `; ${s.deployment.id} ${s.deployment.status ?? ''}` : ''),
   ];
   return `${lines.join('\n')}\n`;
 }

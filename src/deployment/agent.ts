@@ -246,7 +246,7 @@ export class DeploymentAgent {
           await this.#health(run, r.seq, `resumed after a coordinator restart (attempt ${r.attempts + 1}); health window restarted`);
         } catch (err) {
           if (!(err instanceof Superseded)) throw err;
-          await records.update(r.seq, { status: 'SUPERSEDED', reason: 'superseded by a newer desired deployment' });
+          if (!this.#stopped) await records.update(r.seq, { status: 'SUPERSEDED', reason: 'superseded by a newer desired deployment' });
         }
         return;
       }
@@ -306,7 +306,8 @@ export class DeploymentAgent {
       await this.#health(run, seq, `switched; watching health for ${config.deployments.healthWindowMs} ms`, previous);
     } catch (err) {
       if (err instanceof Superseded || run.abort.signal.aborted) {
-        await records.update(seq, { status: 'SUPERSEDED', reason: 'superseded by a newer desired deployment' });
+        // Stopping is not superseding: the row stays IN_PROGRESS and the next start resumes it.
+        if (!this.#stopped) await records.update(seq, { status: 'SUPERSEDED', reason: 'superseded by a newer desired deployment' });
         return;
       }
       const e = isCoordinatorError(err) ? err : new CoordinatorError('COORD_ERR_DEPLOY_FAILED', (err as Error).message, { cause: err });

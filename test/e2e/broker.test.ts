@@ -2,6 +2,7 @@
 import { describe, expect, it } from 'vitest';
 import { connect, inbox } from '../helpers/mqtt.js';
 import { runCli, startCoordinator } from '../helpers/process.js';
+import { MIGRATIONS } from '../../src/store/migrations.js';
 
 describe('coordinator start', () => {
   it('prints one line per listener with the actual address and port', async () => {
@@ -101,7 +102,7 @@ describe('coordinator status', () => {
       listeners: [{ name: 'mqtt', port: c.port, anonymous: true }],
       clients: { connected: 1, ids: ['thermostat-7'] },
       droppedMessages: 0,
-      store: { ok: true, schemaVersion: 3 },
+      store: { ok: true, schemaVersion: MIGRATIONS.length },
     });
     expect(typeof status.uptimeSeconds).toBe('number');
     expect(status.version).toMatch(/^\d+\.\d+\.\d+/);
