@@ -35,6 +35,8 @@ export interface AuthorizerOptions {
   readonly maxPayloadBytes: number;
   /** The coordinator's own thing name: its shadows (e.g. `deployment`) are its control plane. */
   readonly coordinatorThing: string;
+  /** MQTT client ids that may change the coordinator's own shadows (shadows.controlClients). */
+  readonly controlClients?: readonly string[];
   readonly log: Logger;
   /** Called with the AWS disconnect reason when a hook decides to drop a client. */
   readonly onDeny?: (client: Client, reason: 'FORBIDDEN_ACCESS' | 'AUTH_ERROR' | 'CLIENT_ERROR') => void;
@@ -197,7 +199,7 @@ export function createAuthorizer(options: AuthorizerOptions): Authorizer {
       if (!client || !principals.get(client)) return 401;
       // The coordinator's own shadows carry its deployments: no device changes them over MQTT (the CLI
       // and the cloud link use the in-process API). Per-device shadow policies come with device identities.
-      if (thing === options.coordinatorThing && op !== 'get') {
+      if (thing === options.coordinatorThing && op !== 'get' && !options.controlClients?.includes(client.id)) {
         log.warn({ code: 'COORD_ERR_SHADOW_REJECTED', clientId: client.id, thing, op }, "shadow request forbidden: the coordinator's own shadows are read-only over MQTT");
         return 403;
       }

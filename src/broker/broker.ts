@@ -59,6 +59,7 @@ export async function startBroker(config: CoordinatorConfig, store: Store, log: 
     maxClientIdBytes: config.broker.maxClientIdBytes,
     maxPayloadBytes: config.broker.maxPayloadBytes,
     coordinatorThing: config.thingName,
+    controlClients: config.shadows.controlClients,
     log,
     onDeny: (client, reason) => presence.markReason(client, reason),
   });

@@ -101,6 +101,12 @@ export const configSchema = z
         maxStateBytes: z.int().min(256).max(1_048_576).default(8192),
         /** Updates/deletes of one shadow waiting for their commit before more are refused with 429. */
         maxInFlightPerShadow: z.int().min(1).max(100_000).default(100),
+        /**
+         * MQTT client ids allowed to update or delete the coordinator's own shadows (its `deployment`
+         * shadow) over MQTT: an operator console or a bridge playing the cloud. None by default — the CLI and
+         * the cloud link use the in-process API. As trustworthy as the listener's authentication.
+         */
+        controlClients: z.array(z.string().min(1)).default([]),
       })
       .strict()
       .prefault({}),

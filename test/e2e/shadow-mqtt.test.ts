@@ -1,9 +1,11 @@
 /** The AWS IoT Device Shadow MQTT API on the local broker, spoken by a plain MQTT.js client. */
+import { writeFileSync } from 'node:fs';
 import { createConnection } from 'node:net';
+import { join } from 'node:path';
 import mqttPacket from 'mqtt-packet';
 import { describe, expect, it } from 'vitest';
 import { connect, inbox } from '../helpers/mqtt.js';
-import { startCoordinator } from '../helpers/process.js';
+import { startCoordinator, tempDir } from '../helpers/process.js';
 
 type Doc = Record<string, unknown>;
 const json = (p: Buffer): Doc => JSON.parse(p.toString()) as Doc;
@@ -93,6 +95,24 @@ describe('shadow MQTT API', () => {
     expect(json((await box.next((t) => t.endsWith('/update/rejected'))).payload)).toMatchObject({ code: 403, message: 'Forbidden', clientToken: 'x1' });
     await dev.publishAsync('$aws/things/gw-test/shadow/name/deployment/get', '', { qos: 1 });
     expect(json((await box.next((t) => t.endsWith('/get/rejected'))).payload)).toMatchObject({ code: 404 });
+    await c.stop();
+  });
+
+  it('lets the clients named in shadows.controlClients write the deployment shadow, and nobody else', async () => {
+    const dir = tempDir();
+    const config = join(dir, 'config.json');
+    writeFileSync(config, JSON.stringify({ thingName: 'gw-ctl', shadows: { controlClients: ['operator'] } }));
+    const c = await startCoordinator({ args: ['--config', config] });
+    const operator = await connect(c.url, { clientId: 'operator' });
+    const dev = await connect(c.url, { clientId: 'device-7' });
+    const opBox = inbox(operator);
+    const devBox = inbox(dev);
+    await operator.subscribeAsync('$aws/things/gw-ctl/shadow/name/deployment/update/+', { qos: 1 });
+    await dev.subscribeAsync('$aws/things/gw-ctl/shadow/name/deployment/update/+', { qos: 1 });
+    await dev.publishAsync('$aws/things/gw-ctl/shadow/name/deployment/update', JSON.stringify({ state: { desired: { schema: 1, id: 'evil', tasks: [], routes: [] } }, clientToken: 'd' }), { qos: 1 });
+    expect(json((await devBox.next((t) => t.endsWith('/update/rejected'))).payload)).toMatchObject({ code: 403, clientToken: 'd' });
+    await operator.publishAsync('$aws/things/gw-ctl/shadow/name/deployment/update', JSON.stringify({ state: { desired: { schema: 1, id: 'empty', tasks: [], routes: [] } }, clientToken: 'o' }), { qos: 1 });
+    expect(json((await opBox.next((t, p) => t.endsWith('/update/accepted') && json(p).clientToken === 'o')).payload)).toMatchObject({ state: { desired: { id: 'empty' } } });
     await c.stop();
   });
 
