@@ -8,6 +8,9 @@ import type { Logger } from './log/logger.js';
 import { startAdminServer, type AdminRoutes, type AdminServer } from './admin/server.js';
 import { adminSocketPath } from './admin/socket.js';
 import { startBroker, type Broker } from './broker/broker.js';
+import { deviceRoutes, tlsEndpoint } from './devices/admin-routes.js';
+import { listenerTlsFiles } from './devices/pki-files.js';
+import { DeviceRegistry } from './devices/registry.js';
 import { deploymentRoutes } from './deployment/admin-routes.js';
 import { DeploymentAgent } from './deployment/agent.js';
 import { acquireBundle } from './deployment/bundles.js';
@@ -95,6 +98,8 @@ export class Coordinator {
 
   /** Starts every component; on failure, stops what had started and rethrows. */
   static async start(config: CoordinatorConfig, log: Logger): Promise<Coordinator> {
+    // A TLS listener without its files (no `coordinator certs init` yet) is refused before anything starts.
+    if (config.listeners.mqtts.enabled) listenerTlsFiles(config);
     ensureDataDir(config.dataDir);
     // The admin socket is the data directory's lock: bound first, before the database is touched, so a
     // second coordinator on the same directory stops here.
@@ -115,7 +120,8 @@ export class Coordinator {
           process.exit(1);
         },
       );
-      broker = await startBroker(config, store, log);
+      const devices = new DeviceRegistry(store);
+      broker = await startBroker(config, store, log, devices);
       const shadows = new ShadowService(store, { maxInFlightPerShadow: config.shadows.maxInFlightPerShadow });
       const limits = { maxStateBytes: config.shadows.maxStateBytes, maxDepth: AWS_SHADOW_LIMITS.maxDepth };
       await applySeeds(config.dataDir, shadows, limits, log);
@@ -151,6 +157,8 @@ export class Coordinator {
       const coordinator: Coordinator = new Coordinator(config, log, { store, broker, shadows, tasks, deployments: agent, detachShadowMqtt, admin });
       routes['GET /v1/status'] = () => coordinator.status();
       Object.assign(routes, shadowRoutes(shadows, limits), taskRoutes(tasks), deploymentRoutes(agent, records, upload));
+      const mqtts = broker.listeners.find((l) => l.name === 'mqtts');
+      Object.assign(routes, deviceRoutes(devices, config, () => tlsEndpoint(config, mqtts)));
       coordinator.#announce();
       return coordinator;
     } catch (err) {
@@ -167,7 +175,7 @@ export class Coordinator {
     const anonymous = this.config.broker.anonymous;
     for (const l of this.broker.listeners) {
       this.log.info(
-        { listener: l.name, url: l.url, host: l.host, port: l.port, anonymous: this.#anonymousOn(l.loopback) },
+        { listener: l.name, url: l.url, host: l.host, port: l.port, anonymous: this.#anonymousOn(l) },
         `${l.name} listener on ${l.url}`,
       );
     }
@@ -190,9 +198,11 @@ export class Coordinator {
     );
   }
 
-  #anonymousOn(loopback: boolean): boolean {
+  #anonymousOn(listener: { loopback: boolean; protocol: string }): boolean {
+    // The TLS listener requires a device certificate from every client.
+    if (listener.protocol === 'mqtts') return false;
     const mode = this.config.broker.anonymous;
-    return mode === 'always' || (mode === 'loopback' && loopback);
+    return mode === 'always' || (mode === 'loopback' && listener.loopback);
   }
 
   /** Version, uptime, listeners, connected clients, store health and tasks. */
@@ -205,7 +215,7 @@ export class Coordinator {
       startedAt: this.#startedAt.toISOString(),
       uptimeSeconds: Math.round((Date.now() - this.#startedAt.getTime()) / 1000),
       dataDir: this.config.dataDir,
-      listeners: this.broker.listeners.map((l) => ({ name: l.name, url: l.url, host: l.host, port: l.port, anonymous: this.#anonymousOn(l.loopback) })),
+      listeners: this.broker.listeners.map((l) => ({ name: l.name, url: l.url, host: l.host, port: l.port, anonymous: this.#anonymousOn(l) })),
       clients: { connected: clients.length, ids: clients.slice(0, STATUS_CLIENT_IDS).map((c) => c.id) },
       shadows: this.shadows.size,
       droppedMessages: this.broker.droppedMessages(),

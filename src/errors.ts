@@ -219,6 +219,50 @@ export const ERRORS = {
     meaning: '`coordinator deployment rollback` found no earlier successful deployment to go back to.',
     remedy: '`coordinator deployment history` lists what the gateway kept; deploy the wanted task set explicitly.',
   },
+  COORD_ERR_DEVICE_EXISTS: {
+    meaning: 'A device with this thing name is already registered.',
+    remedy: 'Pick another thing name, or `coordinator devices show THING` to see the existing one.',
+  },
+  COORD_ERR_DEVICE_PROFILE: {
+    meaning: 'A device profile file is invalid, or a device names a profile that is not loaded.',
+    remedy: 'Fix the listed profile files (docs/devices.md, "Device profiles"), or give the device a loaded profile.',
+  },
+  COORD_ERR_DEVICE_ACTION: {
+    meaning: "A device action could not be carried out: the device's profile has no such action, a parameter is missing, or the device is revoked or has no profile.",
+    remedy: "Check the action name and parameters against the device's profile.",
+  },
+  COORD_ERR_DEVICE_TIMEOUT: {
+    meaning: 'A device did not answer a request action on its response topic within the time limit.',
+    remedy: 'Check that the device is connected (`coordinator devices show THING`) and follows its profile.',
+  },
+  COORD_ERR_DEVICE_UNKNOWN: {
+    meaning: 'No device with this thing name is registered.',
+    remedy: '`coordinator devices list` shows the registered devices; `coordinator devices add THING` registers one.',
+  },
+  COORD_ERR_DEVICE_INVALID: {
+    meaning: 'A device registration was refused: the thing name is not an AWS IoT thing name, or an attribute is malformed (--attr k=v).',
+    remedy: 'Use 1–128 characters of [a-zA-Z0-9:_-] for the thing name and attribute names of [A-Za-z0-9_.-] (docs/devices.md).',
+  },
+  COORD_ERR_DEVICE_CERT_REFUSED: {
+    meaning: 'The TLS listener refused a connection in the handshake: no client certificate, one not signed by the device CA, expired or not yet valid, or not made for client authentication; the log line gives the reason.',
+    remedy: 'Connect with the cert.pem/key.pem bundle that `coordinator devices add` wrote, or issue a new one.',
+  },
+  COORD_ERR_DEVICE_NOT_AUTHORIZED: {
+    meaning: 'A device CONNECT was refused with return code 0x05 (not authorized): its certificate is not registered or was revoked, the client id is not the thing name, a policy says connect: false, password login is not allowed on this listener, or an anonymous client used a registered device\'s client id; revoked devices are also disconnected at once.',
+    remedy: 'The log line gives the reason: register the device (`coordinator devices add`), use the thing name as client id, or fix devices.policies / devices.passwordAuth.',
+  },
+  COORD_ERR_DEVICE_BAD_CREDENTIALS: {
+    meaning: 'A CONNECT with a user name and password was refused with return code 0x04: no device of that name has a development password, or the password is wrong.',
+    remedy: 'Use the thing name as user name and the password printed once by `coordinator devices add THING --password`.',
+  },
+  COORD_ERR_PKI_MISSING: {
+    meaning: "The gateway's device CA (<dataDir>/pki/ca.pem and ca.key.pem) does not exist, so no device certificate can be issued.",
+    remedy: 'Run `coordinator certs init` with the same --data-dir / --config as the coordinator.',
+  },
+  COORD_ERR_PKI_EXISTS: {
+    meaning: '`coordinator certs init` found PKI files in the data directory and did not overwrite them.',
+    remedy: 'Keep them, or pass --force to replace them: every device certificate issued by the old CA then stops working.',
+  },
   COORD_ERR_INTERNAL: {
     meaning: 'An unexpected internal failure; the process stays up where it safely can.',
     remedy: 'Report it with the log lines around it.',

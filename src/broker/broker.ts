@@ -4,6 +4,9 @@
  */
 import { Aedes, type Client, type PublishPacket } from 'aedes';
 import type { CoordinatorConfig } from '../config/schema.js';
+import { followDeviceConnections } from '../devices/connections.js';
+import { listenerTlsFiles } from '../devices/pki-files.js';
+import type { DeviceRegistry } from '../devices/registry.js';
 import type { Logger } from '../log/logger.js';
 import type { Store } from '../store/database.js';
 import { createAuthorizer } from './auth.js';
@@ -19,7 +22,7 @@ export interface Broker {
   /** Messages dropped because a persistent session's queue was full. */
   droppedMessages(): number;
   /** The auth seam's decision on a shadow operation by the client with this id (see auth.ts). */
-  shadowAccess: (clientId: string | undefined, thing: string, op: 'get' | 'update' | 'delete') => 401 | 403 | null;
+  shadowAccess: (clientId: string | undefined, thing: string, op: 'get' | 'update' | 'delete', name?: string) => 401 | 403 | null;
   /** Connected clients, for status. */
   clients(): Client[];
   /**
@@ -39,19 +42,20 @@ function listenerSpecs(config: CoordinatorConfig): ListenerSpec[] {
   const { mqtt, mqtts } = config.listeners;
   if (mqtt.enabled) specs.push({ name: 'mqtt', host: mqtt.host, port: mqtt.port });
   if (mqtts.enabled) {
-    specs.push({
-      name: 'mqtts',
-      host: mqtts.host,
-      port: mqtts.port,
-      // certFile/keyFile presence is guaranteed by the schema when the listener is enabled.
-      tls: { certFile: mqtts.certFile!, keyFile: mqtts.keyFile!, caFile: mqtts.caFile, passphrase: mqtts.passphrase },
-    });
+    // Configured files, or the gateway PKI's (`coordinator certs init`).
+    specs.push({ name: 'mqtts', host: mqtts.host, port: mqtts.port, tls: { ...listenerTlsFiles(config), passphrase: mqtts.passphrase } });
   }
   return specs;
 }
 
-/** Starts aedes on the store and binds every enabled listener. */
-export async function startBroker(config: CoordinatorConfig, store: Store, log: Logger): Promise<Broker> {
+/**
+ * Starts aedes on the store and binds every enabled listener. With a device registry, devices
+ * authenticate (certificate, development password) and get their policies; without one every client
+ * is anonymous.
+ */
+export async function startBroker(config: CoordinatorConfig, store: Store, log: Logger, devices?: DeviceRegistry): Promise<Broker> {
+  // Resolved first: a missing PKI file is a configuration problem, reported before anything starts.
+  const specs = listenerSpecs(config);
   installPubackGate();
   const presence = new Presence(log);
   const authorizer = createAuthorizer({
@@ -60,6 +64,7 @@ export async function startBroker(config: CoordinatorConfig, store: Store, log: 
     maxPayloadBytes: config.broker.maxPayloadBytes,
     coordinatorThing: config.thingName,
     controlClients: config.shadows.controlClients,
+    ...(devices ? { devices: { directory: devices, passwordAuth: config.devices.passwordAuth, policies: config.devices.policies } } : {}),
     log,
     onDeny: (client, reason) => presence.markReason(client, reason),
   });
@@ -117,6 +122,9 @@ export async function startBroker(config: CoordinatorConfig, store: Store, log: 
   presence.attach(aedes);
   // aedes keeps connected clients in a public-but-untyped map; read it in one place.
   const clientMap = (): Record<string, Client> => (aedes as unknown as { clients: Record<string, Client> }).clients;
+  if (devices) {
+    followDeviceConnections({ aedes, clientById: (id) => clientMap()[id], markReason: (client, reason) => presence.markReason(client, reason) }, devices, log);
+  }
 
   // aedes runs a message's pipeline from broker.publish, called right after the (held) PUBACK: retained
   // copy, then offline queues (persistence.outgoingEnqueueCombi, reached for every QoS 1 message), then
@@ -173,7 +181,7 @@ export async function startBroker(config: CoordinatorConfig, store: Store, log: 
 
   const listeners: Listener[] = [];
   try {
-    for (const spec of listenerSpecs(config)) listeners.push(await startListener(spec, aedes, log));
+    for (const spec of specs) listeners.push(await startListener(spec, aedes, log));
   } catch (err) {
     await Promise.all(listeners.map((l) => l.close()));
     await new Promise<void>((resolve) => aedes.close(() => resolve()));
@@ -211,8 +219,8 @@ export async function startBroker(config: CoordinatorConfig, store: Store, log: 
     clients,
     hasSubscribers,
     droppedMessages: () => persistence.droppedMessages,
-    shadowAccess: (clientId, thing, op) =>
-      authorizer.shadowAccess(clientId === undefined ? undefined : clientMap()[clientId], thing, op),
+    shadowAccess: (clientId, thing, op, name) =>
+      authorizer.shadowAccess(clientId === undefined ? undefined : clientMap()[clientId], thing, op, name),
     close: async () => {
       // Subscribers to presence (persistent ones get them queued) learn that every device went away.
       await presence.announceShutdown(clients());

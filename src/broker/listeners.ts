@@ -17,7 +17,11 @@ export interface ListenerSpec {
   readonly name: 'mqtt' | 'mqtts';
   readonly host: string;
   readonly port: number;
-  readonly tls?: { certFile: string; keyFile: string; caFile?: string | undefined; passphrase?: string | undefined };
+  /**
+   * TLS with client certificates required (mutual TLS): a client must present a certificate that chains
+   * to `caFile`, is within its validity and is made for client authentication, or the handshake fails.
+   */
+  readonly tls?: { certFile: string; keyFile: string; caFile: string; passphrase?: string | undefined };
 }
 
 /** A bound listener. */
@@ -56,9 +60,13 @@ async function makeServer(spec: ListenerSpec, accept: (socket: Socket) => void):
       {
         cert: readPem(certFile, 'certificate'),
         key: readPem(keyFile, 'key'),
-        ...(caFile ? { ca: readPem(caFile, 'CA bundle') } : {}),
+        ca: readPem(caFile, 'CA bundle'),
         ...(passphrase ? { passphrase } : {}),
         minVersion: 'TLSv1.2',
+        // Devices authenticate in the handshake: no certificate, another CA, expired or not a client
+        // certificate ends the connection before a byte of MQTT is read.
+        requestCert: true,
+        rejectUnauthorized: true,
       },
       (socket: TLSSocket) => accept(socket),
     );
@@ -67,6 +75,17 @@ async function makeServer(spec: ListenerSpec, accept: (socket: Socket) => void):
     if (err instanceof CoordinatorError) throw err;
     throw new CoordinatorError('COORD_ERR_BROKER_TLS', `TLS listener cannot use its certificate/key: ${(err as Error).message}`, { cause: err });
   }
+}
+
+/**
+ * Why a TLS handshake failed, e.g. CERT_HAS_EXPIRED. node:tls records the certificate verification
+ * error on the socket (authorizationError) before it drops the connection; failures inside OpenSSL
+ * (no certificate at all, protocol errors) carry their reason on the error.
+ */
+function handshakeReason(err: NodeJS.ErrnoException & { reason?: string }, socket: TLSSocket): string {
+  const verify = (socket as TLSSocket & { authorizationError?: Error | string }).authorizationError;
+  if (verify) return `client certificate refused: ${String(verify)}`;
+  return err.reason ?? err.code ?? err.message;
 }
 
 /** Binds one listener and hands its connections to `broker`. */
@@ -81,7 +100,13 @@ export async function startListener(spec: ListenerSpec, broker: Aedes, log: Logg
     gateConnection(socket);
     broker.handle(socket);
   });
-  server.on('tlsClientError', (err: Error) => log.debug({ err: err.message, listener: spec.name }, 'TLS handshake failed'));
+  server.on('tlsClientError', (err: NodeJS.ErrnoException, socket: TLSSocket) => {
+    const reason = handshakeReason(err, socket);
+    log.warn(
+      { code: 'COORD_ERR_DEVICE_CERT_REFUSED', listener: spec.name, ip: socket.remoteAddress?.replace(/^::ffff:/, ''), reason },
+      `TLS connection refused in the handshake: ${reason}`,
+    );
+  });
 
   await new Promise<void>((resolve, reject) => {
     const onError = (err: NodeJS.ErrnoException): void => {

@@ -11,7 +11,12 @@ export interface OptionSpec {
   readonly description: string;
   /** Placeholder shown in help for string flags, e.g. `<file>`. */
   readonly value?: string;
+  /** A string flag that may be given more than once; its value is then an array. */
+  readonly multiple?: boolean;
 }
+
+/** Parsed flag values by camelCase name (arrays for `multiple` flags). */
+export type FlagValues = Record<string, string | boolean | string[] | undefined>;
 
 /** One command: its words, positional arguments, flags and what it runs. */
 export interface CommandSpec {
@@ -21,12 +26,12 @@ export interface CommandSpec {
   /** The last argument may be given more than once (at least once), e.g. `deploy <dir>...`. */
   readonly variadic?: boolean;
   readonly options?: Readonly<Record<string, OptionSpec>>;
-  readonly run: (values: Record<string, string | boolean | undefined>, positionals: string[]) => Promise<void> | void;
+  readonly run: (values: FlagValues, positionals: string[]) => Promise<void> | void;
 }
 
 /** What parsing the command line decided. */
 export type Parsed =
-  | { kind: 'run'; command: CommandSpec; values: Record<string, string | boolean | undefined>; positionals: string[] }
+  | { kind: 'run'; command: CommandSpec; values: FlagValues; positionals: string[] }
   | { kind: 'help'; text: string }
   | { kind: 'version' };
 
@@ -43,7 +48,7 @@ export function commandHelp(program: string, command: CommandSpec): string {
   const usage = [program, ...command.words, ...(command.args ?? []), command.variadic ? '...' : '', command.options ? '[options]' : ''].filter(Boolean).join(' ');
   const lines = [`usage: ${usage}`, '', command.summary];
   const rows: [string, string][] = Object.entries(command.options ?? {}).map(([name, o]) => [
-    `--${kebab(name)}${o.type === 'string' ? ` ${o.value ?? '<value>'}` : ''}`,
+    `--${kebab(name)}${o.type === 'string' ? ` ${o.value ?? '<value>'}` : ''}${o.multiple ? ' ...' : ''}`,
     o.description,
   ]);
   rows.push(['-h, --help', 'show this help']);
@@ -88,7 +93,7 @@ export function parseCommandLine(program: string, description: string, commands:
   }
   if (wantsHelp) return { kind: 'help', text: commandHelp(program, command) };
 
-  const options = Object.fromEntries(Object.entries(command.options ?? {}).map(([name, o]) => [kebab(name), { type: o.type }]));
+  const options = Object.fromEntries(Object.entries(command.options ?? {}).map(([name, o]) => [kebab(name), { type: o.type, ...(o.multiple ? { multiple: true } : {}) }]));
   let parsed: ReturnType<typeof parseArgs>;
   try {
     parsed = parseArgs({ args: argv.slice(command.words.length), options, strict: true, allowPositionals: true });
@@ -103,6 +108,6 @@ export function parseCommandLine(program: string, description: string, commands:
     const what = expected === 0 ? 'no arguments' : `${command.variadic ? 'at least ' : ''}${expected} argument(s): ${command.args!.join(' ')}`;
     throw new CoordinatorError('COORD_ERR_CLI_USAGE', `${program} ${command.words.join(' ')} takes ${what} (see --help)`);
   }
-  const values = Object.fromEntries(Object.entries(parsed.values).map(([k, v]) => [camel(k), v as string | boolean]));
+  const values = Object.fromEntries(Object.entries(parsed.values).map(([k, v]) => [camel(k), v as string | boolean | string[]]));
   return { kind: 'run', command, values, positionals: parsed.positionals };
 }

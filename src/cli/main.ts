@@ -4,6 +4,7 @@ import { VERSION } from '../version.js';
 import { parseCommandLine, type CommandSpec } from './args.js';
 import { CONFIG_OPTIONS, configFromFlags, reportError } from './common.js';
 import type * as DeployCli from './deploy.js';
+import type * as DevicesCli from './devices.js';
 import type * as KeysCli from './keys.js';
 import type * as ShadowCli from './shadow.js';
 import type * as TasksCli from './tasks.js';
@@ -146,6 +147,61 @@ function deployCommands(): CommandSpec[] {
   ];
 }
 
+function deviceCommands(): CommandSpec[] {
+  const load = (): Promise<typeof DevicesCli> => import('./devices.js');
+  const json = { json: { type: 'boolean', description: 'print JSON' } } as const;
+  return [
+    {
+      words: ['certs', 'init'],
+      summary: "create the gateway's device CA and the TLS listener's server certificate in <data-dir>/pki/ (coordinator may be stopped)",
+      options: {
+        ...CONFIG_OPTIONS,
+        hostname: { type: 'string', value: '<name>', multiple: true, description: 'a DNS name for the server certificate, besides localhost and this host name' },
+        ip: { type: 'string', value: '<address>', multiple: true, description: 'an IP address for the server certificate, besides 127.0.0.1 and ::1' },
+        days: { type: 'string', value: '<n>', description: 'validity of the server certificate in days (default 825)' },
+        force: { type: 'boolean', description: 'replace existing PKI files (every issued device certificate stops working)' },
+      },
+      run: async (values) => (await import('./certs.js')).runCertsInit(values),
+    },
+    {
+      words: ['devices', 'add'],
+      args: ['<thing>'],
+      summary: 'register a device, issue its key and certificate and write its bundle OUT/THING/ (cert.pem, key.pem, ca.pem, device.json)',
+      options: {
+        ...CONFIG_OPTIONS,
+        ...SOCKET_OPTION,
+        ...json,
+        profile: { type: 'string', value: '<profile>', description: 'the device profile (device model)' },
+        attr: { type: 'string', value: '<name=value>', multiple: true, description: 'an attribute policies can select on' },
+        out: { type: 'string', value: '<dir>', description: 'where to write the bundle folder (default: the current directory)' },
+        password: { type: 'boolean', description: 'also create a development password (printed once)' },
+        days: { type: 'string', value: '<n>', description: 'certificate validity in days (default devices.certDays, 825)' },
+      },
+      run: async (values, [thing]) => (await load()).runDevicesAdd(thing!, values),
+    },
+    {
+      words: ['devices', 'list'],
+      summary: 'list registered devices: state, connected, last seen, profile, certificate expiry',
+      options: { ...CONFIG_OPTIONS, ...SOCKET_OPTION, ...json },
+      run: async (values) => (await load()).runDevicesList(values),
+    },
+    {
+      words: ['devices', 'show'],
+      args: ['<thing>'],
+      summary: 'print one device with its attributes, presence and effective policy',
+      options: { ...CONFIG_OPTIONS, ...SOCKET_OPTION },
+      run: async (values, [thing]) => (await load()).runDevicesShow(thing!, values),
+    },
+    {
+      words: ['devices', 'revoke'],
+      args: ['<thing>'],
+      summary: "revoke a device: its certificate and password are refused from now on and its live connection is closed",
+      options: { ...CONFIG_OPTIONS, ...SOCKET_OPTION },
+      run: async (values, [thing]) => (await load()).runDevicesRevoke(thing!, values),
+    },
+  ];
+}
+
 function keyCommands(): CommandSpec[] {
   const load = (): Promise<typeof KeysCli> => import('./keys.js');
   return [
@@ -188,6 +244,7 @@ const COMMANDS: readonly CommandSpec[] = [
   ...taskCommands(),
   ...deployCommands(),
   ...keyCommands(),
+  ...deviceCommands(),
   {
     words: ['config', 'check'],
     args: ['<file>'],

@@ -6,6 +6,7 @@
  */
 import { hostname } from 'node:os';
 import { z } from 'zod';
+import { policyFilterProblem } from '../devices/policy.js';
 
 /** AWS IoT thing names: 1–128 bytes of [a-zA-Z0-9:_-]. */
 export const THING_NAME_PATTERN = /^[a-zA-Z0-9:_-]+$/;
@@ -36,24 +37,52 @@ const tlsListener = z
     enabled: z.boolean().default(false),
     host: host.default('127.0.0.1'),
     port: port.default(8883),
-    /** PEM server certificate (chain). */
+    /** PEM server certificate (chain); default: `<dataDir>/pki/server.pem` from `coordinator certs init`. */
     certFile: filePath.optional(),
-    /** PEM private key of the server certificate. */
+    /** PEM private key of the server certificate; default: `<dataDir>/pki/server.key.pem`. */
     keyFile: filePath.optional(),
-    /** PEM CA bundle used to verify client certificates (device issue). */
+    /** PEM CA bundle client certificates must chain to; default: the device CA `<dataDir>/pki/ca.pem`. */
     caFile: filePath.optional(),
     /** Passphrase of keyFile; a secret, masked by `config print`. */
     passphrase: z.string().optional(),
   })
   .strict()
   .superRefine((tls, ctx) => {
-    if (!tls.enabled) return;
-    for (const key of ['certFile', 'keyFile'] as const) {
-      if (tls[key] === undefined) {
-        ctx.addIssue({ code: 'custom', path: [key], message: 'is required when listeners.mqtts.enabled is true' });
-      }
+    // A certificate without its key (or the reverse) cannot work; neither means the gateway PKI's pair.
+    if ((tls.certFile === undefined) !== (tls.keyFile === undefined)) {
+      const missing = tls.certFile === undefined ? 'certFile' : 'keyFile';
+      ctx.addIssue({ code: 'custom', path: [missing], message: 'must be set together with listeners.mqtts.certFile/keyFile (or leave both out to use the gateway PKI)' });
     }
   });
+
+/** One device policy group (docs/devices.md, "Policies"). */
+const policyFilter = z.string().superRefine((filter, ctx) => {
+  const problem = policyFilterProblem(filter);
+  if (problem !== undefined) ctx.addIssue({ code: 'custom', message: `is not a policy topic filter: ${problem}` });
+});
+const policyGroup = z
+  .object({
+    name: z.string().min(1, 'must name the group'),
+    match: z
+      .object({
+        /** Thing-name glob (`*` = any characters). */
+        thing: z.string().min(1).optional(),
+        /** Attribute values (globs) a device must have. */
+        attributes: z.record(z.string(), z.string()).optional(),
+      })
+      .strict()
+      .prefault({}),
+    allow: z
+      .object({
+        connect: z.boolean().optional(),
+        publish: z.array(policyFilter).default([]),
+        subscribe: z.array(policyFilter).default([]),
+        receive: z.array(policyFilter).default([]),
+      })
+      .strict()
+      .prefault({}),
+  })
+  .strict();
 
 /** The full configuration schema. */
 export const configSchema = z
@@ -157,6 +186,7 @@ export const configSchema = z
             publish: z.array(z.string().min(1)).default(['#']),
             subscribe: z.array(z.string().min(1)).default(['#']),
             shadows: z.array(z.string().min(1)).default(['#']),
+            devices: z.array(z.string().min(1)).default(['#']),
           })
           .strict()
           .prefault({}),
@@ -181,6 +211,20 @@ export const configSchema = z
           .prefault({}),
         /** Finished deployments kept in the history (their bundles stay cached while kept). */
         historySize: z.int().min(2).max(10_000).default(20),
+      })
+      .strict()
+      .prefault({}),
+    devices: z
+      .object({
+        /**
+         * Where devices may log in with a development password: `loopback` (default: only on listeners
+         * bound to a loopback address), `always`, or `never`.
+         */
+        passwordAuth: z.enum(['loopback', 'always', 'never'], { error: 'is not a password-login mode' }).default('loopback'),
+        /** Validity of device certificates issued by `coordinator devices add`, in days. */
+        certDays: z.int().min(1).max(3650).default(825),
+        /** Policy groups granting devices topics beyond their default grant. */
+        policies: z.array(policyGroup).default([]),
       })
       .strict()
       .prefault({}),

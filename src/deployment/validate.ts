@@ -57,7 +57,7 @@ export async function checkDeployment(doc: Deployment, config: CoordinatorConfig
     }
     for (const [j, r] of t.routes.entries()) checkRoute(r, names, `${at}.routes.${j}`, add);
 
-    for (const kind of ['publish', 'subscribe', 'shadows'] as const) {
+    for (const kind of ['publish', 'subscribe', 'shadows', 'devices'] as const) {
       for (const f of outsideGrants(d.maxGrants[kind], t.permissions[kind])) {
         add(`${at}.permissions.${kind}`, `${f} is outside what this coordinator grants (deployments.maxGrants.${kind}: ${d.maxGrants[kind].join(', ') || 'nothing'})`);
       }

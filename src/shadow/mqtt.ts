@@ -20,7 +20,7 @@ function prefix(id: ShadowId): string {
 export type HasSubscribers = (topic: string) => boolean | Promise<boolean>;
 
 /** The broker's authorization seam for shadow operations (null = allowed, else 401/403). */
-export type ShadowAccess = (clientId: string | undefined, thing: string, op: 'get' | 'update' | 'delete') => 401 | 403 | null;
+export type ShadowAccess = (clientId: string | undefined, thing: string, op: 'get' | 'update' | 'delete', name?: string) => 401 | 403 | null;
 
 /** Attaches the shadow MQTT API to the broker; returns a function that detaches it. */
 export function attachShadowMqtt(
@@ -89,7 +89,7 @@ export function attachShadowMqtt(
     const payload = Buffer.isBuffer(packet.payload) ? packet.payload : Buffer.from(packet.payload);
     try {
       // AWS shadow: 401 Unauthorized / 403 Forbidden, decided by the broker's authorization seam.
-      const denied = access((packet as { clientId?: string }).clientId, thing, op);
+      const denied = access((packet as { clientId?: string }).clientId, thing, op, name);
       if (denied !== null) throw new ShadowRequestError(denied, denied === 401 ? 'Unauthorized' : 'Forbidden');
       if (op === 'get') {
         const { clientToken } = parseSimpleRequest(payload, limits);

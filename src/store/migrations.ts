@@ -87,4 +87,20 @@ export const MIGRATIONS: readonly string[] = [
     seq  INTEGER NOT NULL
   ) WITHOUT ROWID;
   `,
+  // 5: the device registry — identity (certificate fingerprint, password hash), profile, attributes,
+  // presence. A revoked device keeps its row (revoked_at) so its certificate stays refused.
+  `
+  CREATE TABLE devices (
+    thing              TEXT PRIMARY KEY,
+    profile            TEXT,
+    attributes         TEXT NOT NULL,
+    cert_fingerprint   TEXT UNIQUE,
+    cert_not_after     TEXT,
+    password_hash      TEXT,
+    created_at         TEXT NOT NULL,
+    last_seen          TEXT,
+    connected          INTEGER NOT NULL DEFAULT 0,
+    revoked_at         TEXT
+  ) WITHOUT ROWID;
+  `,
 ];

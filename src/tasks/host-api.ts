@@ -9,6 +9,7 @@ import { anyMatches, validateTopic } from '../router/topic.js';
 import { isJsonObject, ShadowRequestError } from '../shadow/document.js';
 import { parseUpdateRequest, type ShadowLimits } from '../shadow/request.js';
 import type { ShadowId, ShadowService } from '../shadow/service.js';
+import type { DeviceActions } from '../devices/actions.js';
 import type { TaskSpec } from './spec.js';
 import type { TaskStateStore } from './state-store.js';
 
@@ -30,6 +31,8 @@ export interface HostApiDeps {
   readonly limits: HostApiLimits;
   /** Sends a task's message along its routes. */
   readonly publish: (task: string, topic: string, payload: Buffer, qos: 0 | 1) => void;
+  /** Device actions through profiles (ctx.devices.invoke). */
+  readonly devices?: DeviceActions;
 }
 
 /** The caller of a host-API call. */
@@ -127,6 +130,17 @@ export class HostApi {
         return undefined;
       case 'state.keys':
         return JSON.stringify(this.#deps.state.keys(task));
+      case 'devices.invoke': {
+        const thing = str(args, 'thing')!;
+        const action = str(args, 'action')!;
+        const params = args.params ?? {};
+        if (!isJsonObject(params)) throw bad('params must be an object');
+        if (!anyMatches(caller.spec.permissions.devices, thing)) {
+          throw new CoordinatorError('COORD_ERR_TASK_DENIED', `task ${task} may not drive device ${thing} (permissions.devices)`);
+        }
+        if (!this.#deps.devices) throw new CoordinatorError('COORD_ERR_DEVICE_UNKNOWN', `no device named ${thing} is registered`);
+        return JSON.stringify((await this.#deps.devices.invoke(thing, action, params)) ?? null);
+      }
       default:
         throw bad(`unknown host call ${method}`);
     }

@@ -66,6 +66,8 @@ export const taskSpecSchema = z
         subscribe: z.array(filter).default([]),
         /** Shadows the task may read and write: `thing` (classic) or `thing/name`, `+` and `#` as in topic filters. */
         shadows: z.array(filter).default([]),
+        /** Devices the task may drive with ctx.devices.invoke: thing names, `+` or `#` for any. */
+        devices: z.array(filter).default([]),
       })
       .strict()
       .prefault({}),

@@ -8,7 +8,8 @@ import { join } from 'node:path';
 import mqttPacket, { type Packet } from 'mqtt-packet';
 import { describe, expect, it } from 'vitest';
 import { connect, inbox } from '../helpers/mqtt.js';
-import { startCoordinator, tempDir } from '../helpers/process.js';
+import { addDevice, certsInit } from '../helpers/devices.js';
+import { runCli, startCoordinator, tempDir } from '../helpers/process.js';
 import { selfSignedServerCert } from '../helpers/tls.js';
 
 /** Sends raw bytes and collects the packets the broker answers with until it closes or `waitMs` passes. */
@@ -147,35 +148,49 @@ describe('reserved topic policy', () => {
 });
 
 describe('TLS listener', () => {
-  it('serves MQTT over TLS with the configured server certificate', async () => {
+  it('serves MQTT over mutual TLS with the configured server certificate; devices present their issued certificate', async () => {
     const dir = tempDir();
     const { certPem, keyPem } = await selfSignedServerCert();
     writeFileSync(join(dir, 'server.crt'), certPem);
     writeFileSync(join(dir, 'server.key'), keyPem);
+    // The device CA comes from the gateway PKI (caFile not set).
+    await certsInit(dir);
     const config = join(dir, 'config.json');
     writeFileSync(
       config,
       JSON.stringify({ listeners: { mqtts: { enabled: true, port: 0, certFile: join(dir, 'server.crt'), keyFile: join(dir, 'server.key') } } }),
     );
-    const c = await startCoordinator({ args: ['--config', config] });
+    const c = await startCoordinator({ dataDir: dir, args: ['--config', config] });
     const tls = c.logs.find((l) => l.listener === 'mqtts')!;
     expect(tls.msg).toBe(`mqtts listener on mqtts://127.0.0.1:${tls.port as number}`);
-    const secure = await connect(`mqtts://127.0.0.1:${tls.port as number}`, { ca: certPem, servername: 'localhost', clientId: 'tls-dev' });
+    expect(tls.anonymous).toBe(false);
+    const device = await addDevice(c, 'tls-dev');
+    const secure = await connect(`mqtts://127.0.0.1:${tls.port as number}`, { ca: certPem, cert: device.cert, key: device.key, servername: 'localhost', clientId: 'tls-dev' });
     const plain = await connect(c.url, { clientId: 'plain-dev' });
     const box = inbox(plain);
-    await plain.subscribeAsync('tls/hello', { qos: 1 });
-    await secure.publishAsync('tls/hello', 'over tls', { qos: 1 });
+    await plain.subscribeAsync('devices/tls-dev/hello', { qos: 1 });
+    await secure.publishAsync('devices/tls-dev/hello', 'over tls', { qos: 1 });
     expect((await box.next()).payload.toString()).toBe('over tls');
     // A client that does not trust the certificate cannot connect.
-    await expect(connect(`mqtts://127.0.0.1:${tls.port as number}`, { rejectUnauthorized: true, servername: 'localhost' })).rejects.toThrow();
+    await expect(connect(`mqtts://127.0.0.1:${tls.port as number}`, { rejectUnauthorized: true, servername: 'localhost', cert: device.cert, key: device.key })).rejects.toThrow();
     await c.stop();
   });
 
   it('refuses to start when the certificate file is missing', async () => {
     const dir = tempDir();
+    await certsInit(dir);
     const config = join(dir, 'config.json');
     writeFileSync(config, JSON.stringify({ listeners: { mqtts: { enabled: true, port: 0, certFile: join(dir, 'nope.crt'), keyFile: join(dir, 'nope.key') } } }));
-    await expect(startCoordinator({ args: ['--config', config] })).rejects.toThrow(/COORD_ERR_BROKER_TLS/);
+    await expect(startCoordinator({ dataDir: dir, args: ['--config', config] })).rejects.toThrow(/COORD_ERR_BROKER_TLS/);
+  });
+
+  it('refuses to start without certificate files or a gateway PKI, naming `coordinator certs init` (exit 78)', async () => {
+    const dir = tempDir();
+    const config = join(dir, 'config.json');
+    writeFileSync(config, JSON.stringify({ listeners: { mqtts: { enabled: true, port: 0 } } }));
+    const r = await runCli(['start', '--data-dir', dir, '--mqtt-port', '0', '--config', config]);
+    expect(r.code).toBe(78);
+    expect(r.stderr).toMatch(/COORD_ERR_CONFIG_INVALID: .*coordinator certs init/);
   });
 });
 

@@ -34,6 +34,8 @@ export interface TestCa {
   readonly certPem: string;
   /** A server certificate for localhost / 127.0.0.1 signed by this CA, with its private key, PEM. */
   issueServerCert(): Promise<{ certPem: string; keyPem: string }>;
+  /** A client-authentication certificate with CN `cn` signed by this CA, with its private key, PEM. */
+  issueClientCert(cn: string): Promise<{ certPem: string; keyPem: string }>;
 }
 
 /** Creates a test CA (ECDSA P-256, valid for a day). Every call makes a new, unrelated CA. */
@@ -78,6 +80,28 @@ export async function createTestCa(name = 'CN=coordinator test CA'): Promise<Tes
             { type: 'dns', value: 'localhost' },
             { type: 'ip', value: '127.0.0.1' },
           ]),
+          await x509.AuthorityKeyIdentifierExtension.create(caKeys.publicKey),
+        ],
+      });
+      const pkcs8 = await webcrypto.subtle.exportKey('pkcs8', keys.privateKey);
+      return { certPem: cert.toString('pem'), keyPem: x509.PemConverter.encode(pkcs8, 'PRIVATE KEY') };
+    },
+    async issueClientCert(cn) {
+      const keys = await webcrypto.subtle.generateKey(alg, true, ['sign', 'verify']);
+      serial++;
+      const cert = await x509.X509CertificateGenerator.create({
+        serialNumber: serial.toString(16).padStart(2, '0'),
+        subject: `CN=${cn}`,
+        issuer: caCert.subject,
+        notBefore,
+        notAfter,
+        signingAlgorithm: alg,
+        publicKey: keys.publicKey,
+        signingKey: caKeys.privateKey,
+        extensions: [
+          new x509.BasicConstraintsExtension(false, undefined, true),
+          new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature, true),
+          new x509.ExtendedKeyUsageExtension([x509.ExtendedKeyUsage.clientAuth]),
           await x509.AuthorityKeyIdentifierExtension.create(caKeys.publicKey),
         ],
       });
