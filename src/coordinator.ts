@@ -10,6 +10,8 @@ import { adminSocketPath } from './admin/socket.js';
 import { startBroker, type Broker } from './broker/broker.js';
 import { deviceRoutes, tlsEndpoint } from './devices/admin-routes.js';
 import { listenerTlsFiles } from './devices/pki-files.js';
+import { DeviceActions } from './devices/actions.js';
+import { loadProfiles } from './devices/profiles.js';
 import { DeviceRegistry } from './devices/registry.js';
 import { deploymentRoutes } from './deployment/admin-routes.js';
 import { DeploymentAgent } from './deployment/agent.js';
@@ -25,11 +27,14 @@ import { applySeeds } from './shadow/seeds.js';
 import { ShadowService } from './shadow/service.js';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { pathToFileURL } from 'node:url';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import { ensureDataDir, Store, type StoreHealth } from './store/database.js';
 import { taskRoutes } from './tasks/admin-routes.js';
 import { TaskRuntime } from './tasks/runtime.js';
 import { VERSION } from './version.js';
+
+/** The device profiles shipped with the coordinator (profiles/ next to dist/). */
+const SHIPPED_PROFILES = fileURLToPath(new URL('../profiles', import.meta.url));
 
 /** One listener as `coordinator status` shows it. */
 export interface ListenerStatus {
@@ -126,7 +131,8 @@ export class Coordinator {
       const limits = { maxStateBytes: config.shadows.maxStateBytes, maxDepth: AWS_SHADOW_LIMITS.maxDepth };
       await applySeeds(config.dataDir, shadows, limits, log);
       const detachShadowMqtt = await attachShadowMqtt(broker.aedes, shadows, limits, broker.shadowAccess, broker.hasSubscribers, log);
-      tasks = new TaskRuntime({ config, log, store, aedes: broker.aedes, shadows, shadowLimits: limits });
+      const actions = new DeviceActions({ registry: devices, profiles: loadProfiles(config.devices.profilesDir ?? SHIPPED_PROFILES), shadows, shadowLimits: limits, aedes: broker.aedes, log });
+      tasks = new TaskRuntime({ config, log, store, aedes: broker.aedes, shadows, shadowLimits: limits, devices: actions });
       tasks.start();
       const bundleStore = new ContentStore(join(config.dataDir, 'bundles'));
       const d = config.deployments;
@@ -146,7 +152,14 @@ export class Coordinator {
             trustedKeys,
             requireSignatures: d.requireSignatures,
           }),
-        pruneBundles: (keep) => void bundleStore.prune(keep),
+        pruneBundles: (keep) => {
+          // A bundle uploaded in the last minutes may belong to a document not written yet (`coordinator
+          // deploy` uploads first, then writes desired): kept too.
+          const recent = Date.now() - 10 * 60_000;
+          const kept = new Set(keep);
+          for (const b of bundleStore.list()) if (b.mtime.getTime() > recent) kept.add(b.sha256);
+          bundleStore.prune(kept);
+        },
       });
       const upload = (code: string): { sha256: string; url: string } => {
         const sha256 = bundleStore.put(Buffer.from(code, 'utf8'));
@@ -158,7 +171,7 @@ export class Coordinator {
       routes['GET /v1/status'] = () => coordinator.status();
       Object.assign(routes, shadowRoutes(shadows, limits), taskRoutes(tasks), deploymentRoutes(agent, records, upload));
       const mqtts = broker.listeners.find((l) => l.name === 'mqtts');
-      Object.assign(routes, deviceRoutes(devices, config, () => tlsEndpoint(config, mqtts)));
+      Object.assign(routes, deviceRoutes(devices, config, () => tlsEndpoint(config, mqtts), new Set(actions.profiles.keys())));
       coordinator.#announce();
       return coordinator;
     } catch (err) {

@@ -225,6 +225,8 @@ export const configSchema = z
         certDays: z.int().min(1).max(3650).default(825),
         /** Policy groups granting devices topics beyond their default grant. */
         policies: z.array(policyGroup).default([]),
+        /** Folder of device profiles (one JSON file per device model); default: the shipped profiles/. */
+        profilesDir: filePath.optional(),
       })
       .strict()
       .prefault({}),

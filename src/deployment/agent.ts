@@ -299,11 +299,14 @@ export class DeploymentAgent {
       if (run.abort.signal.aborted) throw new Superseded();
       await records.update(seq, { step: 'load', reason: 'bundles verified; loading tasks' });
       this.#deps.log.info({ deployment: run.id, step: 'load' }, `deployment ${run.id}: loading tasks`);
+      const before = new Set(this.#deps.tasks.keys().values());
       await this.#installDocument(parsed.deployment, bundles, deadline);
+      // Only what this switch loaded is on trial: a task it kept as it was is not its doing.
+      const added = new Set([...this.#deps.tasks.keys().values()].filter((k) => !before.has(k)));
       // Switched: the new set runs. The pointer moves with the step, in one durable transaction.
       await records.update(seq, { step: 'health', reason: 'switched; health window running' }, seq);
       this.#deps.log.info({ deployment: run.id, step: 'health' }, `deployment ${run.id}: switched; health window running`);
-      await this.#health(run, seq, `switched; watching health for ${config.deployments.healthWindowMs} ms`, previous);
+      await this.#health(run, seq, `switched; watching health for ${config.deployments.healthWindowMs} ms`, added, previous);
     } catch (err) {
       if (err instanceof Superseded || run.abort.signal.aborted) {
         // Stopping is not superseding: the row stays IN_PROGRESS and the next start resumes it.
@@ -316,11 +319,13 @@ export class DeploymentAgent {
     }
   }
 
-  /** Watches the new set for the health window; rolls back to `previous` if a task breaks. */
-  async #health(run: Run, seq: number, reason: string, previous = this.#previousOf(seq)): Promise<void> {
+  /**
+   * Watches the task versions `keys` (those the switch loaded; after a restart, every installed one) for
+   * the health window; rolls back to `previous` if one breaks.
+   */
+  async #health(run: Run, seq: number, reason: string, keys: ReadonlySet<string> = new Set(this.#deps.tasks.keys().values()), previous = this.#previousOf(seq)): Promise<void> {
     const { tasks, config } = this.#deps;
     await this.#report({ id: run.id, status: 'IN_PROGRESS', reason, problems: null, running: run.id, tasks: this.#taskStates(), updatedAt: new Date().toISOString() });
-    const keys = new Set(tasks.keys().values());
     const failure = await new Promise<string | undefined>((resolve) => {
       const timer = setTimeout(() => finish(undefined), config.deployments.healthWindowMs);
       const onState = (task: string, state: string, key: string, error?: CoordinatorError): void => {
@@ -438,13 +443,22 @@ export class DeploymentAgent {
 
   #pruneBundles(): void {
     if (!this.#deps.pruneBundles) return;
+    const { records } = this.#deps;
+    // The history's bundles, and always the running set's (a rollback or a restart needs no network) and
+    // the desired one's (it may be tried again).
+    const documents = records.history(this.#deps.config.deployments.historySize).map((r) => r.document);
+    const active = records.active();
+    if (active) documents.push(active.document);
+    const desired = this.#deps.shadows.document(this.#shadow)?.state.desired;
+    if (desired !== undefined) documents.push(desired);
     const keep = new Set<string>();
-    for (const r of this.#deps.records.history(this.#deps.config.deployments.historySize)) {
-      const parsed = parseDeployment(r.document);
+    for (const doc of documents) {
+      const parsed = parseDeployment(doc);
       if (parsed.ok) for (const t of parsed.deployment.tasks) keep.add(t.bundle.sha256);
     }
     this.#deps.pruneBundles(keep);
   }
+
 
   async #reportRecord(r: DeploymentRecord): Promise<void> {
     const status: DeploymentStatus = r.status === 'SUPERSEDED' ? 'IN_PROGRESS' : r.status;

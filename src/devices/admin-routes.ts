@@ -70,7 +70,7 @@ function thingOf(value: unknown): string {
 }
 
 /** The routes: add (issue certificate, optional password), list, show, revoke. */
-export function deviceRoutes(registry: DeviceRegistry, config: CoordinatorConfig, endpoint: () => Endpoint): AdminRoutes {
+export function deviceRoutes(registry: DeviceRegistry, config: CoordinatorConfig, endpoint: () => Endpoint, profiles?: ReadonlySet<string>): AdminRoutes {
   const require = (thing: string): DeviceRecord => {
     const d = registry.get(thing);
     if (!d) throw new CoordinatorError('COORD_ERR_DEVICE_UNKNOWN', `no device named ${thing} is registered`);
@@ -83,6 +83,9 @@ export function deviceRoutes(registry: DeviceRegistry, config: CoordinatorConfig
       const attributes = checkAttributes(b.attributes);
       if (b.profile !== undefined && b.profile !== null && typeof b.profile !== 'string') throw new CoordinatorError('COORD_ERR_ADMIN_REQUEST', 'profile must be a string');
       const profile = typeof b.profile === 'string' && b.profile.length > 0 ? b.profile : null;
+      if (profile !== null && profiles && !profiles.has(profile)) {
+        throw new CoordinatorError('COORD_ERR_DEVICE_PROFILE', `no device profile named ${profile} is loaded (have: ${[...profiles].join(', ') || 'none'})`);
+      }
       const days = b.days === undefined ? config.devices.certDays : Number(b.days);
       if (!Number.isInteger(days) || days < 1 || days > 3650) throw new CoordinatorError('COORD_ERR_ADMIN_REQUEST', 'days must be an integer from 1 to 3650');
       if (registry.get(thing)) throw new CoordinatorError('COORD_ERR_DEVICE_EXISTS', `device ${thing} is already registered`);

@@ -20,6 +20,7 @@ import { anyMatches } from '../router/topic.js';
 import { TaskHost } from '../sandbox/task-host.js';
 import type { LogLevel, TaskLoad } from '../sandbox/protocol.js';
 import { Scheduler, type Invocation, type TaskStats } from '../scheduler/scheduler.js';
+import type { DeviceActions } from '../devices/actions.js';
 import type { ShadowLimits } from '../shadow/request.js';
 import type { ShadowId, ShadowService } from '../shadow/service.js';
 import type { Store } from '../store/database.js';
@@ -57,6 +58,8 @@ export interface TaskRuntimeDeps {
   readonly aedes: Aedes;
   readonly shadows: ShadowService;
   readonly shadowLimits: ShadowLimits;
+  /** Device actions through profiles (ctx.devices.invoke). */
+  readonly devices?: DeviceActions;
 }
 
 const shadowPrefix = (id: ShadowId): string => `$aws/things/${id.thing}/shadow${id.name === undefined ? '' : `/name/${id.name}`}`;
@@ -122,6 +125,7 @@ export class TaskRuntime extends EventEmitter<TaskRuntimeEvents> {
       coordinatorThing: deps.config.thingName,
       limits: { maxPayloadBytes: deps.config.broker.maxPayloadBytes, maxPublishesPerInvocation: t.maxPublishesPerInvocation, maxPublishesPerSecond: t.maxPublishesPerSecond },
       publish: (task, topic, payload, qos) => this.#route({ kind: 'task', id: task }, topic, payload, qos),
+      ...(deps.devices ? { devices: deps.devices } : {}),
     });
     this.#host = new TaskHost({
       log: deps.log,
