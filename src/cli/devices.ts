@@ -45,29 +45,7 @@ export async function runDevicesAdd(thing: string, flags: DeviceFlags): Promise<
   }
   const body = { thing, attributes, password: flags.password === true, ...(flags.profile ? { profile: flags.profile } : {}), ...(flags.days ? { days: Number(flags.days) } : {}) };
   const added = await adminRequest<AddedDevice>(socketOf(flags), 'POST', '/v1/devices', body, 30_000);
-  try {
-    mkdirSync(dir, { recursive: true, mode: 0o700 });
-    writeFileSync(join(dir, 'key.pem'), added.keyPem, { flag: 'wx', mode: 0o600 });
-    writeFileSync(join(dir, 'cert.pem'), added.certPem, { flag: 'wx', mode: 0o644 });
-    writeFileSync(join(dir, 'ca.pem'), added.caPem, { flag: 'wx', mode: 0o644 });
-    const deviceJson = {
-      thingName: thing,
-      clientId: thing,
-      endpoint: added.endpoint,
-      caFile: 'ca.pem',
-      certFile: 'cert.pem',
-      keyFile: 'key.pem',
-      certificateFingerprint: added.device.certFingerprint,
-      certificateNotAfter: added.device.certNotAfter,
-    };
-    writeFileSync(join(dir, 'device.json'), `${JSON.stringify(deviceJson, null, 2)}\n`, { flag: 'wx', mode: 0o644 });
-  } catch (err) {
-    throw new CoordinatorError(
-      'COORD_ERR_CLI_USAGE',
-      `device ${thing} was registered but its bundle could not be written to ${dir}: ${(err as Error).message}; revoke it with \`coordinator devices revoke ${thing}\``,
-      { cause: err },
-    );
-  }
+  writeDeviceBundle(dir, thing, added);
   if (flags.json) {
     process.stdout.write(`${JSON.stringify({ device: added.device, bundle: dir, endpoint: added.endpoint, ...(added.password ? { password: added.password } : {}) }, null, 2)}\n`);
     return;
@@ -104,4 +82,31 @@ export async function runDevicesShow(thing: string, flags: DeviceFlags): Promise
 export async function runDevicesRevoke(thing: string, flags: DeviceFlags): Promise<void> {
   const d = await adminRequest<DeviceView>(socketOf(flags), 'POST', '/v1/devices/revoke', { thing });
   process.stdout.write(`device ${thing} revoked at ${d.revokedAt ?? ''}: its certificate and password are refused and any live connection was closed\n`);
+}
+
+/** Writes a device's bundle (key, certificate, CA, device.json) into `dir`; throws a coded error if it cannot. */
+export function writeDeviceBundle(dir: string, thing: string, added: AddedDevice): void {
+  try {
+    mkdirSync(dir, { recursive: true, mode: 0o700 });
+    writeFileSync(join(dir, 'key.pem'), added.keyPem, { flag: 'wx', mode: 0o600 });
+    writeFileSync(join(dir, 'cert.pem'), added.certPem, { flag: 'wx', mode: 0o644 });
+    writeFileSync(join(dir, 'ca.pem'), added.caPem, { flag: 'wx', mode: 0o644 });
+    const deviceJson = {
+      thingName: thing,
+      clientId: thing,
+      endpoint: added.endpoint,
+      caFile: 'ca.pem',
+      certFile: 'cert.pem',
+      keyFile: 'key.pem',
+      certificateFingerprint: added.device.certFingerprint,
+      certificateNotAfter: added.device.certNotAfter,
+    };
+    writeFileSync(join(dir, 'device.json'), `${JSON.stringify(deviceJson, null, 2)}\n`, { flag: 'wx', mode: 0o644 });
+  } catch (err) {
+    throw new CoordinatorError(
+      'COORD_ERR_CLI_USAGE',
+      `device ${thing} was registered but its bundle could not be written to ${dir}: ${(err as Error).message}; revoke it with \`coordinator devices revoke ${thing}\``,
+      { cause: err },
+    );
+  }
 }

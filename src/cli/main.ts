@@ -147,6 +147,26 @@ function deployCommands(): CommandSpec[] {
   ];
 }
 
+function simulateCommands(): CommandSpec[] {
+  return [
+    {
+      words: ['simulate'],
+      summary: 'run N simulated devices of a profile against the running coordinator, over mutual TLS (Ctrl-C stops them)',
+      options: {
+        ...CONFIG_OPTIONS,
+        ...SOCKET_OPTION,
+        devices: { type: 'string', value: '<n>', description: 'how many devices (default 1)' },
+        profile: { type: 'string', value: '<profile>', description: 'smart-plug, relay-board, env-sensor, or a profile of devices.profilesDir' },
+        prefix: { type: 'string', value: '<name>', description: 'thing names are <name>-1 … <name>-N (default sim-<profile>)' },
+        telemetryMs: { type: 'string', value: '<ms>', description: 'telemetry period, 0 for none (default 5000)' },
+        certs: { type: 'string', value: '<dir>', description: 'where device bundles are kept (default <data-dir>/simulated-devices)' },
+        duration: { type: 'string', value: '<s>', description: 'stop after this many seconds (default: run until Ctrl-C)' },
+      },
+      run: async (values) => (await import('./simulate.js')).runSimulate(values),
+    },
+  ];
+}
+
 function deviceCommands(): CommandSpec[] {
   const load = (): Promise<typeof DevicesCli> => import('./devices.js');
   const json = { json: { type: 'boolean', description: 'print JSON' } } as const;
@@ -245,6 +265,7 @@ const COMMANDS: readonly CommandSpec[] = [
   ...deployCommands(),
   ...keyCommands(),
   ...deviceCommands(),
+  ...simulateCommands(),
   {
     words: ['config', 'check'],
     args: ['<file>'],
