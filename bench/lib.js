@@ -99,7 +99,8 @@ class ManagedProcess {
     this.exitCode = null;
     this.signal = null;
     // BENCH_NODE_ARGS (e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof") profiles the processes under test;
-    // node refuses --cpu-prof in NODE_OPTIONS.
+    // node refuses --cpu-prof in NODE_OPTIONS. COORD_TASK_HOST_NODE_ARGS (passed through the environment)
+    // does the same for the coordinator's task host process (src/sandbox/task-host.ts).
     const nodeArgs = (process.env.BENCH_NODE_ARGS ?? '').split(' ').filter(Boolean);
     this.child = spawn(process.execPath, [...nodeArgs, ...args], {
       cwd: REPO_ROOT,

@@ -29,20 +29,31 @@ export function validateTopic(topic: string): string | undefined {
   return undefined;
 }
 
-/** Whether `topic` matches `filter`. */
+/**
+ * Whether `topic` matches `filter`. Walks both strings level by level without splitting them: it runs
+ * for every route and permission check of every message.
+ */
 export function topicMatches(filter: string, topic: string): boolean {
   // [MQTT-4.7.2-1] a filter starting with a wildcard does not match topics starting with '$'.
-  if (topic.startsWith('$') && (filter.startsWith('+') || filter.startsWith('#'))) return false;
-  const f = filter.split('/');
-  const t = topic.split('/');
-  for (let i = 0; i < f.length; i++) {
-    const level = f[i]!;
+  if (topic.charCodeAt(0) === 36 && (filter.charCodeAt(0) === 43 || filter.charCodeAt(0) === 35)) return false;
+  let f = 0; // start of the current filter level
+  let t = 0; // start of the current topic level; topic.length + 1 once the topic has no level left
+  for (;;) {
+    let fEnd = filter.indexOf('/', f);
+    if (fEnd < 0) fEnd = filter.length;
     // [MQTT-4.7.1-2] '#' also matches the parent level: "sport/#" matches "sport".
-    if (level === '#') return true;
-    if (i >= t.length) return false;
-    if (level !== '+' && level !== t[i]) return false;
+    if (fEnd - f === 1 && filter.charCodeAt(f) === 35) return true;
+    if (t > topic.length) return false;
+    let tEnd = topic.indexOf('/', t);
+    if (tEnd < 0) tEnd = topic.length;
+    const plus = fEnd - f === 1 && filter.charCodeAt(f) === 43;
+    if (!plus && (fEnd - f !== tEnd - t || !filter.startsWith(topic.slice(t, tEnd), f))) return false;
+    const fLast = fEnd === filter.length;
+    const tLast = tEnd === topic.length;
+    if (fLast) return tLast;
+    f = fEnd + 1;
+    t = tLast ? topic.length + 1 : tEnd + 1;
   }
-  return f.length === t.length;
 }
 
 /** True when any of `filters` matches `topic`. */

@@ -4,13 +4,16 @@
  * code that holds the host's handles. A bare V8 context has no require, process, file system or network;
  * this module adds nothing that reaches them.
  *
- * Why a module evaluated before the task, exporting its entry points: the task cannot import it (its
- * resolver refuses every specifier) and never sees its scope, so the isolated-vm Reference and Callbacks
- * given to `init` stay in this closure. Intrinsics are captured at evaluation, before task code could
- * replace them, and everything that crosses to the host is a JSON string built with the captured
- * JSON.stringify, so poisoned prototypes in the task's realm cannot reach the host.
+ * Why a script evaluated before the task, whose value is an object of its entry points: the object goes
+ * to the host only (it is bound to no global) and the task never sees the function's scope, so the
+ * isolated-vm Reference and Callbacks given to `init` stay in this closure. Intrinsics are captured at
+ * evaluation, before task code could replace them, and everything that crosses to the host is a JSON
+ * string built with the captured JSON.stringify, so poisoned prototypes in the task's realm cannot reach
+ * the host. A script rather than a module because isolated-vm reuses V8's code cache for scripts only:
+ * compiling this source is most of what it costs to start an isolate without it (isolate-runtime.ts).
  */
-export const BOOTSTRAP_SOURCE = String.raw`
+export const BOOTSTRAP_SOURCE = String.raw`(function () {
+'use strict';
 const G = globalThis;
 const { parse: jsonParse, stringify: jsonStringify } = JSON;
 const ReflectApply = Reflect.apply;
@@ -36,7 +39,33 @@ const mapSize = Object.getOwnPropertyDescriptor(Map.prototype, 'size').get;
 // Surfaces a task never needs and that only widen what a hostile one can do.
 for (const name of ['WebAssembly', 'SharedArrayBuffer', 'Atomics']) delete G[name];
 
-let hostSend; let hostLog; let hostTimer; let hostPublish;
+// Each host handle comes in two kinds: "ignored" (queued to the host's thread; used while this isolate
+// runs on isolated-vm's thread pool) and "sync" (called at once; used once the host runs this isolate on
+// its own thread, see isolate-runtime.ts), chosen by setMode(). Results of invocations run on the host's
+// thread come back through hostDone, after the publishes and log lines they made.
+let hostSendI; let hostLogI; let hostTimerI; let hostPublishI;
+let hostSendS; let hostLogS; let hostTimerS; let hostPublishS; let hostDone;
+let onHostThread = false;
+// On the host's thread a crossing costs more than all the checks of a publish, so publishes wait in
+// pubText and cross together: with the report of the invocation (hostDone), before a host call, a log
+// line or a timer (so nothing overtakes them), or when the host asks (flushPublishes). Packed into one
+// string of length-prefixed fields: string concatenation is all it takes, and nothing a task can replace.
+let pubText = '';
+function pubField(v) { return v === null ? '-' : v.length + ':' + v; }
+function takePublishes() { const t = pubText; pubText = ''; return t; }
+function flushPublishes() { if (pubText !== '') hostPublishS(takePublishes()); }
+function hostSend(a, b, c, d) { if (onHostThread) { flushPublishes(); hostSendS(a, b, c, d); } else hostSendI(a, b, c, d); }
+function hostLog(a, b, c) { if (onHostThread) { flushPublishes(); hostLogS(a, b, c); } else hostLogI(a, b, c); }
+function hostTimer(a, b, c, d) { if (onHostThread) { flushPublishes(); hostTimerS(a, b, c, d); } else hostTimerI(a, b, c, d); }
+// Work started on the host's thread and not reported yet: a publish made with none open (code running
+// on after its invocation reported) has nothing to ride with and crosses at once.
+let open = 0;
+function hostPublish(a, b, c, d, e) {
+  if (!onHostThread) { hostPublishI(a, b, c, d, e); return; }
+  pubText += pubField(a) + pubField(b) + pubField(c) + pubField(d) + (e === 1 ? '1' : '0');
+  if (open === 0) flushPublishes();
+}
+function report(seq, ok, value, stack) { open--; hostDone(seq, ok, value, stack, takePublishes()); }
 let task; let config; let maxTimers = 64; let maxPublishes = 100; let publishFilters = []; let maxPayloadBytes = 131072;
 const timers = new MapCtor();
 let nextTimerId = 1;
@@ -278,6 +307,10 @@ function makeCtx(invocationId, background) {
       update: (thing, request, name) => c('shadow.update', { thing: StringCtor(thing), name: name === undefined ? undefined : StringCtor(name), requestJson: toJson(request, 'shadow update') }),
       delete: (thing, name) => c('shadow.delete', { thing: StringCtor(thing), name: name === undefined ? undefined : StringCtor(name) }),
     }),
+    devices: ObjectFreeze({
+      // params travel as JSON (toJson refuses what is not): nothing but data leaves the sandbox.
+      invoke: (thing, action, params) => c('devices.invoke', { thing: StringCtor(thing), action: StringCtor(action), params: params === undefined ? {} : jsonParse(toJson(params, 'device action params')) }),
+    }),
     state: ObjectFreeze({
       get: (key) => c('state.get', { key: checkKey(key) }),
       set: (key, value) => c('state.set', { key: checkKey(key), valueJson: toJson(value, 'state value') }),
@@ -303,15 +336,16 @@ async function invoke(name, invocationId, event) {
   return toJson(result, 'result');
 }
 
-export function init(sendCb, logCb, timerCb, publishCb, configJson, limitsJson) {
-  if (hostSend) throw new ErrorCtor('already initialised');
-  hostSend = sendCb; hostLog = logCb; hostTimer = timerCb; hostPublish = publishCb;
+function init(sendCb, logCb, timerCb, publishCb, configJson, limitsJson, sendSync, logSync, timerSync, publishSync, doneSync) {
+  if (hostSendI) throw new ErrorCtor('already initialised');
+  hostSendI = sendCb; hostLogI = logCb; hostTimerI = timerCb; hostPublishI = publishCb;
+  hostSendS = sendSync; hostLogS = logSync; hostTimerS = timerSync; hostPublishS = publishSync; hostDone = doneSync;
   config = configJson;
   const limits = jsonParse(limitsJson);
   maxTimers = limits.maxTimers; maxPublishes = limits.maxPublishes; publishFilters = limits.publishFilters; maxPayloadBytes = limits.maxPayloadBytes; maxLogLines = limits.maxLogLines; maxCallsInFlight = limits.maxCallsInFlight;
 }
 /** The answer to host call id, as {ok, value} or {ok: false, error} JSON. */
-export function deliver(id, answerJson) {
+function deliver(id, answerJson) {
   const p = ReflectApply(mapGet, pendingCalls, [id]);
   if (!p) return;
   ReflectApply(mapDelete, pendingCalls, [id]);
@@ -319,14 +353,16 @@ export function deliver(id, answerJson) {
   if (answer.ok) p.resolve(answer.value);
   else p.reject(codedError(answer.error.code, answer.error.message));
 }
-export function setTask(namespaceRef) {
-  task = namespaceRef.deref();
+// The task module's namespace object itself (the host passes it with derefInto(), so no isolated-vm
+// Reference is made in this context).
+function setTask(namespace) {
+  task = namespace;
   return handler('onEvent') ? 'ok' : 'no onEvent';
 }
-export function run(invocationId, eventJson) { return invoke('onEvent', invocationId, jsonParse(eventJson)); }
-export function start(invocationId) { return invoke('onStart', invocationId, undefined); }
-export function stop(invocationId) { return invoke('onStop', invocationId, undefined); }
-export async function fire(id) {
+function run(invocationId, eventJson) { return invoke('onEvent', invocationId, jsonParse(eventJson)); }
+function start(invocationId) { return invoke('onStart', invocationId, undefined); }
+function stop(invocationId) { return invoke('onStop', invocationId, undefined); }
+async function fire(id) {
   const t = ReflectApply(mapGet, timers, [id]);
   if (!t) return false;
   if (!t.repeat) ReflectApply(mapDelete, timers, [id]);
@@ -335,5 +371,36 @@ export async function fire(id) {
   await ReflectApply(t.fn, undefined, t.args);
   return ReflectApply(mapHas, timers, [id]);
 }
-export function clearTimers() { ReflectApply(mapClear, timers, []); }
+function clearTimers() { ReflectApply(mapClear, timers, []); }
+
+// --- entry points for an isolate the host runs on its own thread (applySync): they start the work and
+// return; the outcome is reported through hostDone(seq, ok, valueOrMessage, stack, publishes) when it settles.
+function setMode(hostThread) { flushPublishes(); onHostThread = hostThread === true; }
+// What crosses for a failure: the message (the code leads it for the sandbox's own errors) and the stack,
+// read defensively (a thrown value's getters are the task's code, and may throw).
+function reportFailure(seq, e) {
+  let message;
+  let stack = null;
+  try {
+    message = e !== null && (typeof e === 'object' || typeof e === 'function') && typeof e.message === 'string' ? e.message : StringCtor(e);
+  } catch { message = 'the task threw a value that cannot be shown'; }
+  try { if (e !== null && typeof e === 'object' && typeof e.stack === 'string') stack = e.stack; } catch { stack = null; }
+  report(seq, false, message, stack);
+}
+function settle(seq, promise, ok) {
+  ReflectApply(promiseThen, promise, [(value) => { ok(value); }, (e) => { reportFailure(seq, e); }]);
+}
+function runOnHost(seq, invocationId, eventJson) {
+  const event = jsonParse(eventJson);
+  open++;
+  settle(seq, invoke('onEvent', invocationId, event), (json) => { report(seq, true, json, null); });
+}
+function fireOnHost(seq, id) {
+  open++;
+  settle(seq, fire(id), (again) => { report(seq, true, again ? 'true' : 'false', null); });
+}
+
+// The entry points, for the host only.
+return { __proto__: null, init, deliver, setTask, run, start, stop, fire, clearTimers, setMode, runOnHost, fireOnHost, flushPublishes };
+})()
 `;

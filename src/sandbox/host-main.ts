@@ -26,7 +26,7 @@ const outbox = new Batcher<HostToCore>((m) => {
   // A core that went away leaves nothing to serve: exit rather than run tasks nobody controls.
   if (!process.connected) process.exit(0);
   process.send!(m.length === 1 ? m[0] : { t: 'batch', m });
-});
+}, { turn: true });
 
 function send(message: HostToCore): void {
   outbox.push(message);
@@ -98,9 +98,11 @@ async function invoke(message: Extract<CoreToHost, { t: 'invoke' }>): Promise<vo
   try {
     if (!pool) throw new RuntimeError('COORD_ERR_TASK_CANCELLED', `no task loaded as ${message.key}`);
     const valueJson = await pool.invoke(message.id, message.eventJson);
-    send({ t: 'result', id: message.id, ok: true, valueJson, ms: performance.now() - started });
+    const result = { t: 'result', id: message.id, ok: true, valueJson, ms: performance.now() - started } as const;
+    send(pool.onHostThread ? { ...result, quick: true } : result);
   } catch (err) {
-    send({ t: 'result', id: message.id, ok: false, error: wire(err), ms: performance.now() - started });
+    const result = { t: 'result', id: message.id, ok: false, error: wire(err), ms: performance.now() - started } as const;
+    send(pool?.onHostThread ? { ...result, quick: true } : result);
   }
 }
 

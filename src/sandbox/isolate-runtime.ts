@@ -6,6 +6,15 @@
  * Why a wall-clock timer on top of isolated-vm's `timeout`: that option stops synchronous execution
  * only; an invocation that awaits forever (or loops through microtasks between host calls) is stopped
  * by disposing the isolate, which rejects everything pending in it.
+ *
+ * Two ways to enter the isolate. By default every call is an asynchronous isolated-vm call: the task runs
+ * on isolated-vm's thread pool and a task that spins cannot hold the host's own thread. That hop costs
+ * about 60–90 µs of CPU per call (a thread wake-up each way), many times a trivial invocation. So a task
+ * that has shown itself quick (its pool decides, see task-pool.ts) is run on the host's thread instead:
+ * applySync, still with the task's time limit, its results reported through a synchronous callback (about
+ * 7 µs a call). Every call into an isolate in that mode is synchronous, so the isolate never runs on
+ * another thread while its synchronous callbacks wait for this one. Each such call reports how long it
+ * held the thread (onHostThreadCall), and the pool sends a task that turned slow back to the thread pool.
  */
 import ivm from 'isolated-vm';
 import { ERRORS } from '../errors.js';
@@ -24,12 +33,86 @@ export interface RuntimeHost {
 
 /** Time allowed for the bootstrap and the task module's top-level code. */
 const LOAD_TIMEOUT_MS = 2000;
+/**
+ * A task version whose module's top-level code once ran in under QUICK_MODULE_NS is evaluated on the
+ * host's thread in its later isolates (scale-up, replacements), saving the thread pool's hop (about a
+ * tenth of an isolate's start), with the short limit QUICK_MODULE_MS: if it is not quick then, that
+ * isolate is dropped and the task version goes back to the thread pool's evaluation for good. The
+ * first isolate of a version is always evaluated on the pool (a module that spins there cannot hold
+ * the host's thread), so the host's thread waits at most QUICK_MODULE_MS, once, for a module that
+ * behaved once and not again.
+ */
+const quickModules = new WeakSet<TaskLoad>();
+const QUICK_MODULE_NS = 1_000_000n;
+const QUICK_MODULE_MS = 20;
 /** Time allowed to look up the task's default export (synchronous on the host's thread). */
 const EXPORT_LOOKUP_TIMEOUT_MS = 50;
 /** Host calls one isolate may have waiting for an answer. */
 const MAX_CALLS_IN_FLIGHT = 256;
 /** Largest host call (JSON of its arguments, characters): state values and shadow documents fit. */
 const MAX_CALL_ARGS_CHARS = 2 * 1024 * 1024;
+
+/** An invocation or timer callback started on the host's thread, waiting for hostDone. */
+interface OnHost {
+  readonly resolve: (value: string) => void;
+  readonly reject: (err: RuntimeError) => void;
+  timer: NodeJS.Timeout | undefined;
+}
+
+/**
+ * V8's code cache of the bootstrap, made by the first isolate of this process and used by every later
+ * one: compiling the bootstrap from source is about a quarter of an isolate's start.
+ */
+let bootstrapCache: ivm.ExternalCopy<ArrayBuffer> | undefined;
+
+/** What compileScriptSync returns with the cache options (isolated-vm's types leave it out). */
+type CachedScript = ivm.Script & ivm.CachedDataResult & { readonly cachedDataRejected?: boolean };
+
+function compileBootstrap(iso: ivm.Isolate): ivm.Script {
+  const filename = 'coordinator:bootstrap';
+  if (bootstrapCache) {
+    const script = iso.compileScriptSync(BOOTSTRAP_SOURCE, { filename, cachedData: bootstrapCache }) as CachedScript;
+    if (!script.cachedDataRejected) return script;
+    bootstrapCache = undefined;
+    return script;
+  }
+  const script = iso.compileScriptSync(BOOTSTRAP_SOURCE, { filename, produceCachedData: true }) as CachedScript;
+  bootstrapCache = script.cachedData;
+  return script;
+}
+
+/**
+ * The publishes the sandbox packed on the host's thread (bootstrap.ts, pubText): per publish, the
+ * invocation id, topic, text and base64 each as `<length>:<chars>` or `-` for none, then the QoS digit.
+ */
+function unpackPublishes(packed: string, each: (invocationId: string, topic: string, text: string | undefined, base64: string | undefined, qos: 0 | 1) => void): void {
+  let i = 0;
+  let bad = false;
+  const field = (): string | undefined => {
+    if (packed.charCodeAt(i) === 45) {
+      i++;
+      return undefined;
+    }
+    const colon = packed.indexOf(':', i);
+    const n = colon < 0 ? NaN : Number(packed.slice(i, colon));
+    if (!(n >= 0) || colon + 1 + n > packed.length) {
+      bad = true;
+      i = packed.length;
+      return undefined;
+    }
+    i = colon + 1 + n;
+    return packed.slice(colon + 1, i);
+  };
+  while (i < packed.length) {
+    const invocationId = field();
+    const topic = field();
+    const text = field();
+    const base64 = field();
+    const qos = packed.charCodeAt(i++) === 49 ? 1 : 0;
+    if (bad || invocationId === undefined || topic === undefined) return;
+    each(invocationId, topic, text, base64, qos);
+  }
+}
 
 /** An error that crosses to the core with its code. */
 export class RuntimeError extends Error {
@@ -64,7 +147,27 @@ export class IsolateRuntime {
   readonly #host: RuntimeHost;
   readonly #isolate: ivm.Isolate;
   #context: ivm.Context | undefined;
-  #fns: { run: ivm.Reference; start: ivm.Reference; stop: ivm.Reference; fire: ivm.Reference; clearTimers: ivm.Reference; deliver: ivm.Reference } | undefined;
+  #fns:
+    | {
+        run: ivm.Reference;
+        start: ivm.Reference;
+        stop: ivm.Reference;
+        fire: ivm.Reference;
+        clearTimers: ivm.Reference;
+        deliver: ivm.Reference;
+        setMode: ivm.Reference;
+        runOnHost: ivm.Reference;
+        fireOnHost: ivm.Reference;
+        flushPublishes: ivm.Reference;
+      }
+    | undefined;
+  /** Whether calls run on the host's thread (see the header); changed only while the isolate is idle. */
+  #onHostThread = false;
+  /** Work started on the host's thread, by sequence number, until hostDone reports it. */
+  readonly #onHost = new Map<number, OnHost>();
+  #nextSeq = 1;
+  /** Told how long each call on the host's thread took inside the isolate, ns (Infinity: it killed the isolate). */
+  onHostThreadCall: ((ns: number) => void) | undefined;
   /** Host calls sent and not yet answered. */
   callsInFlight = 0;
   readonly #timers = new Map<number, NodeJS.Timeout>();
@@ -90,9 +193,20 @@ export class IsolateRuntime {
 
   /** Creates an isolate, evaluates the bootstrap and the task module; rejects with COORD_ERR_TASK_LOAD. */
   static async create(task: TaskLoad, host: RuntimeHost): Promise<IsolateRuntime> {
+    if (quickModules.has(task)) {
+      const rt = new IsolateRuntime(task, host);
+      try {
+        await rt.#load(true);
+        return rt;
+      } catch {
+        // Not quick this time (or not at all): never again for this version, and the usual way now.
+        rt.dispose();
+        quickModules.delete(task);
+      }
+    }
     const rt = new IsolateRuntime(task, host);
     try {
-      await rt.#load();
+      await rt.#load(false);
       return rt;
     } catch (err) {
       rt.dispose();
@@ -102,7 +216,7 @@ export class IsolateRuntime {
     }
   }
 
-  async #load(): Promise<void> {
+  async #load(quickModule: boolean): Promise<void> {
     // Everything up to the task's own code is ours and bounded: done with isolated-vm's synchronous
     // calls (each async call is a hop to its thread pool and back, most of a cold start). The task's
     // top-level code and the look-up of its export run asynchronously, with the load time limit, so a
@@ -113,11 +227,10 @@ export class IsolateRuntime {
     const refuse = (specifier: string): never => {
       throw new Error(`imports are not available in the sandbox (import of "${specifier}")`);
     };
-    const boot = iso.compileModuleSync(BOOTSTRAP_SOURCE, { filename: 'coordinator:bootstrap' });
-    boot.instantiateSync(context, refuse);
-    boot.evaluateSync({ timeout: LOAD_TIMEOUT_MS });
-    const ns = boot.namespace;
-    const get = (name: string): ivm.Reference => ns.getSync(name, { reference: true });
+    const boot = compileBootstrap(iso);
+    const ns = boot.runSync(context, { timeout: LOAD_TIMEOUT_MS, reference: true }) as ivm.Reference<Record<string, unknown>>;
+    boot.release();
+    const get = (name: string): ivm.Reference => ns.getSync(name, { reference: true }) as ivm.Reference;
     const hostSend = new ivm.Callback(
       (id: number, method: string, argsJson: string, invocationId: string) => this.#onCall(Number(id), String(method), String(argsJson), String(invocationId)),
       { ignored: true },
@@ -129,6 +242,32 @@ export class IsolateRuntime {
       { ignored: true },
     );
     const hostTimer = new ivm.Callback((op: string, id: number, ms: number, repeat: boolean) => this.#timer(op, id, ms, repeat), { ignored: true });
+    // The same handles, called at once, for when the isolate runs on the host's thread. They never call
+    // back into the isolate synchronously and never throw into it.
+    const quiet =
+      <A extends unknown[]>(fn: (...args: A) => void) =>
+      (...args: A): void => {
+        try {
+          fn(...args);
+        } catch {
+          // the host's own failure is not the task's business
+        }
+      };
+    const syncSend = new ivm.Callback(
+      quiet((id: number, method: string, argsJson: string, invocationId: string) => this.#onCall(Number(id), String(method), String(argsJson), String(invocationId))),
+      { sync: true },
+    );
+    const syncLog = new ivm.Callback(quiet((invocationId: string, level: LogLevel, text: string) => this.#host.log(String(invocationId), level, String(text))), { sync: true });
+    const syncPublish = new ivm.Callback(quiet((packed: string) => this.#publishPacked(packed)), { sync: true });
+    const syncTimer = new ivm.Callback(quiet((op: string, id: number, ms: number, repeat: boolean) => this.#timer(op, id, ms, repeat)), { sync: true });
+    const done = new ivm.Callback(
+      quiet((seq: number, ok: boolean, value: unknown, stack: unknown, publishes: unknown) => {
+        // The invocation's publishes go first: the core must see them while the invocation is its caller.
+        this.#publishPacked(publishes);
+        this.#done(Number(seq), ok === true, value, stack);
+      }),
+      { sync: true },
+    );
     const limits = {
       maxTimers: this.#task.maxTimers,
       maxPublishes: this.#task.maxPublishesPerInvocation,
@@ -137,20 +276,67 @@ export class IsolateRuntime {
       maxLogLines: this.#task.maxLogLines,
       maxCallsInFlight: MAX_CALLS_IN_FLIGHT,
     };
-    get('init').applySync(undefined, [hostSend, hostLog, hostTimer, hostPublish, this.#task.configJson, JSON.stringify(limits)], { timeout: LOAD_TIMEOUT_MS });
+    get('init').applySync(
+      undefined,
+      [hostSend, hostLog, hostTimer, hostPublish, this.#task.configJson, JSON.stringify(limits), syncSend, syncLog, syncTimer, syncPublish, done],
+      { timeout: LOAD_TIMEOUT_MS },
+    );
 
     const mod = iso.compileModuleSync(this.#task.code, { filename: `task:///${this.#task.name}@${this.#task.version}.js` });
     mod.instantiateSync(context, refuse);
-    await mod.evaluate({ timeout: LOAD_TIMEOUT_MS });
+    if (quickModule) {
+      mod.evaluateSync({ timeout: QUICK_MODULE_MS });
+    } else {
+      const started = iso.cpuTime;
+      await mod.evaluate({ timeout: LOAD_TIMEOUT_MS });
+      if (iso.cpuTime - started < QUICK_MODULE_NS) quickModules.add(this.#task);
+    }
     // Only reads the default export (a getter there is the task's code): synchronous, with a short limit.
-    const shape = get('setTask').applySync(undefined, [mod.namespace], { timeout: EXPORT_LOOKUP_TIMEOUT_MS }) as string;
+    const shape = get('setTask').applySync(undefined, [mod.namespace.derefInto({ release: true })], { timeout: EXPORT_LOOKUP_TIMEOUT_MS }) as string;
     if (shape !== 'ok') throw new Error('the default export has no onEvent(event, ctx) function');
-    this.#fns = { run: get('run'), start: get('start'), stop: get('stop'), fire: get('fire'), clearTimers: get('clearTimers'), deliver: get('deliver') };
+    this.#fns = {
+      run: get('run'),
+      start: get('start'),
+      stop: get('stop'),
+      fire: get('fire'),
+      clearTimers: get('clearTimers'),
+      deliver: get('deliver'),
+      setMode: get('setMode'),
+      runOnHost: get('runOnHost'),
+      fireOnHost: get('fireOnHost'),
+      flushPublishes: get('flushPublishes'),
+    };
+    ns.release();
   }
 
   /** False once the isolate was disposed (limit exceeded, timeout, unload). */
   get alive(): boolean {
     return !this.#disposed && !this.#isolate.isDisposed;
+  }
+
+  /** Whether this isolate runs on the host's thread (see the header). */
+  get onHostThread(): boolean {
+    return this.#onHostThread;
+  }
+
+  /**
+   * Moves the isolate onto the host's thread or back to the thread pool. Only while it is idle (nothing
+   * running, no host call or timer pending): what runs in it never sees the mode change under it.
+   */
+  setOnHostThread(on: boolean): void {
+    if (on === this.#onHostThread || !this.alive || !this.#fns) return;
+    if (this.active > 0 || this.callsInFlight > 0 || this.#timers.size > 0) return;
+    try {
+      this.#fns.setMode.applySync(undefined, [on], { timeout: EXPORT_LOOKUP_TIMEOUT_MS });
+      this.#onHostThread = on;
+    } catch (err) {
+      this.#classify(err);
+    }
+  }
+
+  /** CPU time the isolate has used so far, ns (0 once disposed). */
+  get cpuTimeNs(): bigint {
+    return this.alive ? this.#isolate.cpuTime : 0n;
   }
 
   /** Heap in use, bytes (0 once disposed, or if the isolate is too busy to say within 200 ms). */
@@ -166,7 +352,8 @@ export class IsolateRuntime {
    */
   #onCall(id: number, method: string, argsJson: string, invocationId: string): void {
     if (!this.alive) return;
-    const refuse = (message: string): void => this.#deliver(id, JSON.stringify({ ok: false, error: { code: 'COORD_ERR_TASK_LIMIT', message } }));
+    // Answered on a later tick: this runs inside the isolate's call when it is on the host's thread.
+    const refuse = (message: string): void => queueMicrotask(() => this.#deliver(id, JSON.stringify({ ok: false, error: { code: 'COORD_ERR_TASK_LIMIT', message } })));
     if (this.callsInFlight >= MAX_CALLS_IN_FLIGHT) return refuse(`more than ${MAX_CALLS_IN_FLIGHT} host calls in flight`);
     if (argsJson.length > MAX_CALL_ARGS_CHARS) return refuse(`host call arguments of ${argsJson.length} characters; the limit is ${MAX_CALL_ARGS_CHARS}`);
     this.callsInFlight++;
@@ -184,6 +371,18 @@ export class IsolateRuntime {
   #deliver(id: number, answerJson: string): void {
     if (!this.alive || !this.#fns) return;
     const limit = this.#task.timeoutMs;
+    if (this.#onHostThread) {
+      // The code that awaited the answer runs now, on this thread, within the task's limit.
+      try {
+        this.#sync(this.#fns.deliver, [id, answerJson], limit);
+      } catch (err) {
+        const e = this.#classify(err);
+        if (this.active === 0 && !this.alive) this.#host.failed({ code: e.code, message: `after a host call: ${e.message}` });
+        return;
+      }
+      this.#flushPublishes();
+      return;
+    }
     const watchdog = setTimeout(() => this.#kill({ code: 'COORD_ERR_TASK_TIMEOUT', message: `code of task ${this.#task.name} awaiting a host call ran longer than ${limit} ms` }), limit);
     this.#fns.deliver.apply(undefined, [id, answerJson], { timeout: limit }).then(
       () => clearTimeout(watchdog),
@@ -198,7 +397,97 @@ export class IsolateRuntime {
 
   /** onEvent(event, ctx): resolves with the result as JSON. */
   invoke(invocationId: string, eventJson: string): Promise<string> {
+    if (this.#onHostThread) return this.#invokeOnHost(invocationId, eventJson);
     return this.#call('run', [invocationId, eventJson]);
+  }
+
+  /**
+   * A synchronous call into the isolate on the host's thread, with the task's time limit; how long it
+   * held the thread is reported (onHostThreadCall), so that a task gone slow goes back to the thread pool.
+   */
+  #sync(fn: ivm.Reference, args: unknown[], limit: number): void {
+    const started = this.#isolate.cpuTime;
+    try {
+      fn.applySync(undefined, args, { timeout: limit });
+    } finally {
+      this.onHostThreadCall?.(this.#isolate.isDisposed ? Infinity : Number(this.#isolate.cpuTime - started));
+    }
+  }
+
+  /**
+   * Starts work on the host's thread (fn(seq, ...args)) and resolves when the sandbox reports it done.
+   * What did not settle within the call (it awaits a host call or a timer) gets the wall-clock limit.
+   */
+  #startOnHost(fn: ivm.Reference, args: unknown[], what: string): Promise<string> {
+    if (!this.alive || !this.#fns) return Promise.reject(new RuntimeError(this.#deathReason?.code ?? 'COORD_ERR_TASK_HOST_CRASHED', 'the task isolate is gone'));
+    const limit = this.#task.timeoutMs;
+    const seq = this.#nextSeq++;
+    return new Promise<string>((resolve, reject) => {
+      const entry: OnHost = { resolve, reject, timer: undefined };
+      this.#onHost.set(seq, entry);
+      try {
+        this.#sync(fn, [seq, ...args], limit);
+      } catch (err) {
+        this.#onHost.delete(seq);
+        reject(this.#classify(err));
+        return;
+      }
+      if (!this.#onHost.has(seq)) return;
+      // It waits for something (a host call, a timer): what it published so far goes now.
+      this.#flushPublishes();
+      if (this.#onHost.has(seq)) {
+        entry.timer = setTimeout(() => {
+          const reason = { code: 'COORD_ERR_TASK_TIMEOUT', message: `${what} of task ${this.#task.name} ran longer than its ${limit} ms limit` };
+          this.#kill(reason);
+        }, limit);
+      }
+    });
+  }
+
+  async #invokeOnHost(invocationId: string, eventJson: string): Promise<string> {
+    this.active++;
+    try {
+      const json = await this.#startOnHost(this.#fns!.runOnHost, [invocationId, eventJson], 'an invocation');
+      if (json.length > this.#task.maxResultBytes) {
+        throw new RuntimeError('COORD_ERR_TASK_LIMIT', `task ${this.#task.name} returned ${json.length} bytes of JSON; the limit is ${this.#task.maxResultBytes}`);
+      }
+      return json;
+    } finally {
+      this.active--;
+      this.idleSince = Date.now();
+    }
+  }
+
+  #publishPacked(packed: unknown): void {
+    if (typeof packed !== 'string' || packed === '') return;
+    unpackPublishes(packed, (invocationId, topic, text, base64, qos) => this.#host.publish(invocationId, topic, text, base64, qos));
+  }
+
+  /** Sends what the sandbox holds back on the host's thread, when what made it goes on waiting. */
+  #flushPublishes(): void {
+    if (!this.alive || !this.#fns) return;
+    try {
+      this.#sync(this.#fns.flushPublishes, [], this.#task.timeoutMs);
+    } catch (err) {
+      this.#classify(err);
+    }
+  }
+
+  /** The sandbox's report for work started on the host's thread (called synchronously from the isolate). */
+  #done(seq: number, ok: boolean, value: unknown, stack: unknown): void {
+    const entry = this.#onHost.get(seq);
+    if (!entry) return;
+    this.#onHost.delete(seq);
+    clearTimeout(entry.timer);
+    if (ok) {
+      if (typeof value === 'string') entry.resolve(value);
+      else entry.reject(new RuntimeError('COORD_ERR_TASK_THREW', 'the task returned no result'));
+      return;
+    }
+    const w = wire({ message: typeof value === 'string' ? value : String(value), stack: typeof stack === 'string' ? stack : undefined });
+    const e = new RuntimeError(w.code, w.message);
+    if (w.stack) e.stack = w.stack;
+    entry.reject(e);
   }
 
   /** onStart(ctx) of a pinned task (no-op when the task has none). */
@@ -217,7 +506,16 @@ export class IsolateRuntime {
     if (this.#timers.size === 0) return;
     for (const t of this.#timers.values()) clearTimeout(t);
     this.#timers.clear();
-    if (this.alive) this.#fns?.clearTimers.applyIgnored(undefined, [], { timeout: this.#task.timeoutMs });
+    if (!this.alive || !this.#fns) return;
+    if (!this.#onHostThread) {
+      this.#fns.clearTimers.applyIgnored(undefined, [], { timeout: this.#task.timeoutMs });
+      return;
+    }
+    try {
+      this.#sync(this.#fns.clearTimers, [], this.#task.timeoutMs);
+    } catch (err) {
+      this.#classify(err);
+    }
   }
 
   async #call(fn: 'run' | 'start' | 'stop', args: string[]): Promise<string> {
@@ -259,6 +557,7 @@ export class IsolateRuntime {
       }
       this.#disposed = true;
       const reason = this.#deathReason ?? { code: 'COORD_ERR_TASK_MEMORY', message: `task ${this.#task.name} isolate died: ${w.message}` };
+      this.#failOnHost(reason);
       return new RuntimeError(reason.code, reason.message);
     }
     if (/Script execution timed out/i.test(w.message)) {
@@ -279,6 +578,21 @@ export class IsolateRuntime {
     if (!this.alive) return;
     const tick = (): void => {
       if (!this.alive || !this.#fns) return;
+      if (this.#onHostThread) {
+        this.#startOnHost(this.#fns.fireOnHost, [id], 'a timer callback').then(
+          (again) => {
+            if (repeat && again === 'true' && this.alive) this.#timers.set(id, setTimeout(tick, ms));
+            else this.#timers.delete(id);
+          },
+          (err: unknown) => {
+            this.#timers.delete(id);
+            const e = err as RuntimeError;
+            if (!this.alive) this.#host.failed({ code: e.code, message: `timer callback: ${e.message}` });
+            else this.#host.log('timer', 'error', `timer callback failed: ${e.code}: ${e.message}`);
+          },
+        );
+        return;
+      }
       const limit = this.#task.timeoutMs;
       const watchdog = setTimeout(() => this.#kill({ code: 'COORD_ERR_TASK_TIMEOUT', message: `a timer callback of task ${this.#task.name} ran longer than ${limit} ms` }), limit);
       (this.#fns.fire.apply(undefined, [id], { timeout: limit, result: { promise: true, copy: true } }) as Promise<boolean>).then(
@@ -308,9 +622,21 @@ export class IsolateRuntime {
   dispose(): void {
     for (const t of this.#timers.values()) clearTimeout(t);
     this.#timers.clear();
+    this.#failOnHost(this.#deathReason ?? { code: 'COORD_ERR_TASK_CANCELLED', message: `task ${this.#task.name} was unloaded` });
     if (this.#disposed) return;
     this.#disposed = true;
     this.#context?.release();
     if (!this.#isolate.isDisposed) this.#isolate.dispose();
+  }
+
+  /** Work on the host's thread has no isolated-vm promise to reject: it fails here, with why the isolate died. */
+  #failOnHost(reason: WireError): void {
+    if (this.#onHost.size === 0) return;
+    const pending = [...this.#onHost.values()];
+    this.#onHost.clear();
+    for (const entry of pending) {
+      clearTimeout(entry.timer);
+      entry.reject(new RuntimeError(reason.code, reason.message));
+    }
   }
 }

@@ -59,6 +59,8 @@ export interface HostTaskStats {
   readonly busy: number;
   /** V8 heap in use by the task's isolates, bytes. */
   readonly heapBytes: number;
+  /** Whether the task's isolates run on the host's own thread (a quick task) rather than isolated-vm's thread pool. */
+  readonly onHostThread: boolean;
 }
 
 /** Host → core. */
@@ -66,7 +68,8 @@ export type HostToCore =
   | { readonly t: 'ready'; readonly pid: number }
   | { readonly t: 'loaded'; readonly key: string; readonly ok: boolean; readonly error?: WireError }
   | { readonly t: 'unloaded'; readonly key: string }
-  | { readonly t: 'result'; readonly id: string; readonly ok: boolean; readonly valueJson?: string; readonly error?: WireError; readonly ms: number }
+  /** `quick`: the task's isolates run on the host's thread now, so the core may pipeline its invocations. */
+  | { readonly t: 'result'; readonly id: string; readonly ok: boolean; readonly valueJson?: string; readonly error?: WireError; readonly ms: number; readonly quick?: true }
   | { readonly t: 'call'; readonly callId: number; readonly key: string; readonly invocationId: string; readonly method: string; readonly argsJson: string }
   | { readonly t: 'log'; readonly key: string; readonly invocationId: string; readonly level: LogLevel; readonly text: string }
   | { readonly t: 'stats'; readonly tasks: readonly HostTaskStats[]; readonly rssBytes: number }

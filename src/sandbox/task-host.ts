@@ -34,6 +34,12 @@ export interface TaskHostOptions {
   readonly onLog: (key: string, invocationId: string, level: LogLevel, text: string) => void;
   /** A loaded task failed outside an invocation (a pinned task's timer, its isolate died). */
   readonly onFailed: (key: string, error: CoordinatorError) => void;
+  /**
+   * A task became quick (its isolates run on the host's thread: depth QUICK_PIPELINE_DEPTH) or stopped
+   * being quick (depth 1): how deep the scheduler may pipeline its invocations (Scheduler.pipeline).
+   * Told on changes only.
+   */
+  readonly onPipeline?: (key: string, depth: number) => void;
   /** First restart delay after the host died; doubles up to maxRestartDelayMs, resets after 30 s up. */
   readonly restartDelayMs?: number;
   readonly maxRestartDelayMs?: number;
@@ -49,6 +55,9 @@ export function fromWire(error: WireError | undefined, fallback: ErrorCode = 'CO
   return err;
 }
 
+/** How many times its concurrency a quick task may have in flight to the host (Scheduler.pipeline). */
+export const QUICK_PIPELINE_DEPTH = 8;
+
 interface Waiter<T> {
   resolve: (value: T) => void;
   reject: (err: Error) => void;
@@ -61,8 +70,10 @@ export class TaskHost extends EventEmitter<{ restarted: []; exit: [code: number 
   #ready: Promise<void> | undefined;
   readonly #tasks = new Map<string, TaskLoad>();
   readonly #loads = new Map<string, Waiter<void>[]>();
-  readonly #invocations = new Map<string, Waiter<string>>();
+  readonly #invocations = new Map<string, Waiter<string> & { readonly key: string }>();
   readonly #unloads = new Map<string, () => void>();
+  /** Keys of the tasks the host last reported quick. */
+  readonly #quick = new Set<string>();
   #statsWaiters: Waiter<{ tasks: readonly HostTaskStats[]; rssBytes: number }>[] = [];
   #closing = false;
   #restartDelay: number;
@@ -90,7 +101,8 @@ export class TaskHost extends EventEmitter<{ restarted: []; exit: [code: number 
   #spawn(): Promise<void> {
     return new Promise<void>((resolve, reject) => {
       const child = fork(hostMain(), [], {
-        execArgv: ['--no-node-snapshot'],
+        // COORD_TASK_HOST_NODE_ARGS adds node flags to the host (e.g. "--cpu-prof --cpu-prof-dir=/tmp/p" to profile it).
+        execArgv: ['--no-node-snapshot', ...(process.env.COORD_TASK_HOST_NODE_ARGS ?? '').split(' ').filter(Boolean)],
         stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
         serialization: 'json',
       });
@@ -149,6 +161,12 @@ export class TaskHost extends EventEmitter<{ restarted: []; exit: [code: number 
         const w = this.#invocations.get(m.id);
         if (!w) break;
         this.#invocations.delete(m.id);
+        const { key } = w;
+        if (this.#quick.has(key) !== (m.quick === true)) {
+          if (m.quick) this.#quick.add(key);
+          else this.#quick.delete(key);
+          this.#opts.onPipeline?.(key, m.quick ? QUICK_PIPELINE_DEPTH : 1);
+        }
         if (m.ok) w.resolve(m.valueJson ?? 'null');
         else w.reject(fromWire(m.error));
         break;
@@ -189,6 +207,9 @@ export class TaskHost extends EventEmitter<{ restarted: []; exit: [code: number 
     const crashed = new CoordinatorError('COORD_ERR_TASK_HOST_CRASHED', `the task host process exited (${signal ?? `code ${code}`}) while the invocation was in it`);
     for (const w of this.#invocations.values()) w.reject(crashed);
     this.#invocations.clear();
+    // A new host learns again which tasks are quick.
+    for (const key of this.#quick) this.#opts.onPipeline?.(key, 1);
+    this.#quick.clear();
     for (const done of this.#unloads.values()) done();
     this.#unloads.clear();
     for (const w of this.#statsWaiters.splice(0)) w.reject(crashed);
@@ -237,6 +258,7 @@ export class TaskHost extends EventEmitter<{ restarted: []; exit: [code: number 
 
   /** Unloads a task version (onStop for pinned ones) and forgets it. */
   unload(key: string): Promise<void> {
+    this.#quick.delete(key);
     if (!this.#tasks.delete(key)) return Promise.resolve();
     if (!this.#child?.connected) return Promise.resolve();
     return new Promise<void>((resolve) => {
@@ -254,7 +276,7 @@ export class TaskHost extends EventEmitter<{ restarted: []; exit: [code: number 
       await new Promise((r) => setTimeout(r, 20));
     }
     return new Promise<string>((resolve, reject) => {
-      this.#invocations.set(id, { resolve, reject });
+      this.#invocations.set(id, { resolve, reject, key });
       this.#send({ t: 'invoke', id, key, eventJson });
     });
   }

@@ -5,6 +5,13 @@
  * - Global worker slots bound what runs at once; per-task concurrency bounds one task. A task at its
  *   limit never blocks others: dispatch picks the best *eligible* waiting invocation, not the head of
  *   one global queue.
+ * - Pipelining (pipeline(task, depth)): a task the executor says is quick may have up to
+ *   concurrency × depth invocations handed to the executor at once, which then runs at most
+ *   `concurrency` of them at a time and queues the rest in order (the task host does). Each takes a free
+ *   global slot if there is one (competing in priority and FIFO order like any other) and otherwise
+ *   rides behind a slot the task already holds: they cost the executor microseconds each, and handing
+ *   several over together is what lets a quick task's invocations share the work of crossing to the task
+ *   host. Their watchdog allows for the invocations ahead of them.
  * - Higher priority first; FIFO within a priority across tasks, by a global sequence number.
  * - Memory is bounded: a task holds at most queueDepth waiting invocations (retries included); one more
  *   is refused at once with COORD_ERR_TASK_QUEUE_FULL and counted.
@@ -92,6 +99,10 @@ interface TaskEntry {
   /** Retries waiting out their backoff; they hold a place in the queue meanwhile. */
   readonly backoffs: Set<Backoff>;
   running: number;
+  /** Of those, the ones holding a global slot. */
+  slotted: number;
+  /** In flight at most concurrency × depth (1: no pipelining). */
+  depth: number;
   /** Counters; `queued` and `running` are filled in when read. */
   readonly stats: TaskStats;
 }
@@ -107,7 +118,10 @@ export class Scheduler {
   readonly #onStateChange: SchedulerOptions['onStateChange'];
   readonly #now: () => number;
   readonly #tasks = new Map<string, TaskEntry>();
+  /** Global slots in use. */
   #running = 0;
+  /** Invocations handed to the executor and not settled (pipelined ones included). */
+  #inFlight = 0;
   #seq = 0;
   #ids = 0;
   #dispatching = false;
@@ -152,7 +166,7 @@ export class Scheduler {
     const installed: string[] = [];
     for (const [name, spec] of next) {
       if (this.#tasks.has(name)) continue;
-      this.#tasks.set(name, { spec, waiting: [], backoffs: new Set(), running: 0, stats: initialStats() });
+      this.#tasks.set(name, { spec, waiting: [], backoffs: new Set(), running: 0, slotted: 0, depth: 1, stats: initialStats() });
       installed.push(name);
     }
     for (const name of installed) this.#notify(name, 'INSTALLED');
@@ -176,6 +190,20 @@ export class Scheduler {
       this.#enqueue(entry, { id: baseId, task, event, attempt: 1, enqueuedAt: this.#now() }, baseId, { resolve, reject });
       this.#dispatch();
     });
+  }
+
+  /**
+   * Lets up to concurrency × depth invocations of `task` be handed to the executor at once (depth 1, the
+   * default, turns pipelining off); the executor must then run at most `concurrency` of them at a time.
+   * For tasks the executor knows to be quick. Unknown tasks are ignored; a redeploy resets it.
+   */
+  pipeline(task: string, depth: number): void {
+    const entry = this.#tasks.get(task);
+    if (entry === undefined) return;
+    const d = Math.max(1, Math.min(64, Math.floor(depth) || 1));
+    if (d === entry.depth) return;
+    entry.depth = d;
+    this.#dispatch();
   }
 
   /** Counters and state of one task, or undefined. */
@@ -207,7 +235,7 @@ export class Scheduler {
 
   /** Invocations running across all tasks (those of removed or replaced tasks included: they hold slots). */
   get running(): number {
-    return this.#running;
+    return this.#inFlight;
   }
 
   /** Refuses new submissions with COORD_ERR_TASK_CANCELLED, fails every queued invocation with it, cancels retry timers; resolves when running invocations have settled. */
@@ -233,30 +261,44 @@ export class Scheduler {
     if (this.#dispatching) return;
     this.#dispatching = true;
     try {
-      while (this.#running < this.#slots) {
+      for (;;) {
+        const free = this.#running < this.#slots;
         let best: TaskEntry | undefined;
+        let bestSlot = false;
         for (const entry of this.#tasks.values()) {
           const head = entry.waiting[0];
-          if (head === undefined || entry.running >= entry.spec.concurrency) continue;
+          if (head === undefined) continue;
+          // A slot (competing in priority and FIFO order like any task), or, pipelining, a place behind
+          // the invocations it already has in flight while it holds a slot.
+          const room = entry.running < entry.spec.concurrency * entry.depth;
+          const slot = free && room;
+          if (!slot && !(room && entry.depth > 1 && entry.slotted > 0)) continue;
           if (
             best === undefined ||
             entry.spec.priority > best.spec.priority ||
             (entry.spec.priority === best.spec.priority && head.seq < best.waiting[0]!.seq)
           ) {
             best = entry;
+            bestSlot = slot;
           }
         }
         if (best === undefined) break;
-        this.#start(best, best.waiting.shift()!);
+        this.#start(best, best.waiting.shift()!, bestSlot);
       }
     } finally {
       this.#dispatching = false;
     }
   }
 
-  #start(entry: TaskEntry, job: Waiting): void {
+  #start(entry: TaskEntry, job: Waiting, slot: boolean): void {
+    // A pipelined invocation may wait for every `concurrency` ahead of it to use its whole time limit.
+    const rounds = Math.floor(entry.running / entry.spec.concurrency) + 1;
     entry.running++;
-    this.#running++;
+    this.#inFlight++;
+    if (slot) {
+      entry.slotted++;
+      this.#running++;
+    }
     let settled = false;
     const finish = (outcome: Outcome): void => {
       // The watchdog and the executor race; whichever comes second is ignored.
@@ -264,7 +306,11 @@ export class Scheduler {
       settled = true;
       clearTimeout(watchdog);
       entry.running--;
-      this.#running--;
+      this.#inFlight--;
+      if (slot) {
+        entry.slotted--;
+        this.#running--;
+      }
       if (outcome.ok) this.#succeeded(entry, job, outcome.value);
       else this.#failed(entry, job, outcome.error);
       this.#dispatch();
@@ -273,7 +319,7 @@ export class Scheduler {
     const { invocation } = job;
     const watchdog = setTimeout(
       () => finish({ ok: false, error: watchdogTimeout(invocation.task, invocation.id, entry.spec.timeoutMs) }),
-      Math.min(entry.spec.timeoutMs + this.#graceMs, MAX_TIMER_MS),
+      Math.min(entry.spec.timeoutMs * rounds + this.#graceMs, MAX_TIMER_MS),
     );
     let result: Promise<unknown>;
     try {
@@ -383,7 +429,7 @@ export class Scheduler {
   }
 
   #settleIdle(): void {
-    if (this.#idle !== undefined && this.#running === 0) {
+    if (this.#idle !== undefined && this.#inFlight === 0) {
       this.#idle();
       this.#idle = undefined;
     }

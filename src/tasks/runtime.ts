@@ -141,6 +141,11 @@ export class TaskRuntime extends EventEmitter<TaskRuntimeEvents> {
         this.#taskLog(name, 'background', 'error', `${error.code}: ${error.message}`);
         this.emit('failed', name, key, error);
       },
+      // Only for the version installed now: a draining one's name belongs to its successor.
+      onPipeline: (key, depth) => {
+        const installed = this.#byKey.get(key);
+        if (installed && this.#installed.get(installed.spec.name) === installed) this.#scheduler.pipeline(installed.spec.name, depth);
+      },
     });
     this.#host.on('restarted', () => deps.log.warn({ code: 'COORD_ERR_TASK_HOST_CRASHED', restarts: this.#host.restarts }, 'task host restarted; tasks reloaded'));
     this.#scheduler = new Scheduler({
