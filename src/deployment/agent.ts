@@ -239,6 +239,12 @@ export class DeploymentAgent {
         await this.#abandon(r, `abandoned: interrupted by ${r.attempts} coordinator restarts (deployments.maxAttempts)`);
         return;
       }
+      if (r.step === 'rollback' && records.active()?.seq === r.seq) {
+        // Judged unhealthy before the restart: finish the rollback it had started.
+        await records.update(r.seq, { attempts: r.attempts + 1 });
+        await this.#rollBack(run, r.seq, `${r.reason} (rollback resumed after a coordinator restart)`, this.#previousOf(r.seq));
+        return;
+      }
       if (r.step === 'health' && records.active()?.seq === r.seq) {
         // It was switched in before the restart: the gateway runs it; watch its health again.
         await records.update(r.seq, { attempts: r.attempts + 1 });
@@ -304,7 +310,7 @@ export class DeploymentAgent {
       // Only what this switch loaded is on trial: a task it kept as it was is not its doing.
       const added = new Set([...this.#deps.tasks.keys().values()].filter((k) => !before.has(k)));
       // Switched: the new set runs. The pointer moves with the step, in one durable transaction.
-      await records.update(seq, { step: 'health', reason: 'switched; health window running' }, seq);
+      await records.update(seq, { step: 'health', reason: 'switched; health window running' }, seq, previous?.seq ?? 0);
       this.#deps.log.info({ deployment: run.id, step: 'health' }, `deployment ${run.id}: switched; health window running`);
       await this.#health(run, seq, `switched; watching health for ${config.deployments.healthWindowMs} ms`, added, previous);
     } catch (err) {
@@ -353,6 +359,14 @@ export class DeploymentAgent {
       return;
     }
     this.#deps.log.warn({ deployment: run.id, reason: failure, code: 'COORD_ERR_DEPLOY_UNHEALTHY' }, `deployment ${run.id} is unhealthy; rolling back`);
+    // Recorded first: killed during the rollback, the next start finishes it instead of trying the set again.
+    await this.#deps.records.update(seq, { step: 'rollback', reason: failure });
+    await this.#rollBack(run, seq, failure, previous);
+  }
+
+  /** Reinstalls `previous` (or no tasks) in place of the unhealthy deployment `seq`, and reports it. */
+  async #rollBack(run: Run, seq: number, failure: string, previous: DeploymentRecord | undefined): Promise<void> {
+    const { tasks } = this.#deps;
     let restored = previous?.id ?? null;
     try {
       if (previous) await this.#install(previous.document, new AbortController().signal);
@@ -368,9 +382,18 @@ export class DeploymentAgent {
     await this.#finish(run, seq, 'FAILED_ROLLED_BACK', `COORD_ERR_DEPLOY_UNHEALTHY: ${failure}; ${back}`, null, restored ? previous!.seq : 0);
   }
 
-  /** The deployment that ran before `seq` (for a health window resumed after a restart). */
+  /**
+   * The deployment that ran before `seq` (for a health window or rollback resumed after a restart): the
+   * `previous` pointer saved at its switch; for rows from before that pointer existed, the newest
+   * earlier success in the history.
+   */
   #previousOf(seq: number): DeploymentRecord | undefined {
-    return this.#deps.records.history(this.#deps.config.deployments.historySize).find((r) => r.seq < seq && r.status === 'SUCCEEDED');
+    const { records } = this.#deps;
+    if (records.active()?.seq === seq) {
+      const p = records.previous();
+      if (p) return p;
+    }
+    return records.history(this.#deps.config.deployments.historySize).find((r) => r.seq < seq && r.status === 'SUCCEEDED');
   }
 
   /** Fetches and verifies every bundle of `doc` (at most 4 at once). */
@@ -447,8 +470,7 @@ export class DeploymentAgent {
     // The history's bundles, and always the running set's (a rollback or a restart needs no network) and
     // the desired one's (it may be tried again).
     const documents = records.history(this.#deps.config.deployments.historySize).map((r) => r.document);
-    const active = records.active();
-    if (active) documents.push(active.document);
+    for (const r of [records.active(), records.previous()]) if (r) documents.push(r.document);
     const desired = this.#deps.shadows.document(this.#shadow)?.state.desired;
     if (desired !== undefined) documents.push(desired);
     const keep = new Set<string>();

@@ -13,7 +13,7 @@ import type { DeploymentStatus, Problem } from './document.js';
 export type RecordStatus = DeploymentStatus | 'SUPERSEDED';
 
 /** How far a deployment got: what a restart resumes from. */
-export type Step = 'validate' | 'fetch' | 'load' | 'health' | 'done';
+export type Step = 'validate' | 'fetch' | 'load' | 'health' | 'rollback' | 'done';
 
 /** One deployment in the history. */
 export interface DeploymentRecord {
@@ -127,6 +127,12 @@ export class DeploymentRecords {
     return p && this.get(p.seq);
   }
 
+  /** The deployment that ran before the active one was switched in: what a rollback restores. */
+  previous(): DeploymentRecord | undefined {
+    const p = this.#sql.pointer.get('previous') as { seq: number } | undefined;
+    return p && this.get(p.seq);
+  }
+
   /** Adds a row; resolves with its seq once durable. */
   async create(fields: { id: string; hash: string; document: unknown; status: RecordStatus; reason: string; problems?: readonly Problem[] | null; step: Step }): Promise<number> {
     let seq = 0;
@@ -138,8 +144,11 @@ export class DeploymentRecords {
     return seq;
   }
 
-  /** Changes a row and, when `active` is given, the active pointer, in one durable transaction. */
-  async update(seq: number, patch: RecordPatch, active?: number): Promise<void> {
+  /**
+   * Changes a row and, when given, the `active` pointer (and `previous`: what ran before it), in one
+   * durable transaction. Pointed-to rows are never pruned.
+   */
+  async update(seq: number, patch: RecordPatch, active?: number, previous?: number): Promise<void> {
     const cur = this.get(seq);
     if (!cur) return;
     const problems = patch.problems === undefined ? cur.problems : patch.problems;
@@ -154,6 +163,7 @@ export class DeploymentRecords {
         seq,
       );
       if (active !== undefined) this.#sql.setPointer.run('active', active);
+      if (previous !== undefined) this.#sql.setPointer.run('previous', previous);
     });
   }
 

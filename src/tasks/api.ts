@@ -80,6 +80,15 @@ export interface TaskContext {
     update(thing: string, request: ShadowUpdateRequest, shadowName?: string): Promise<{ version: number }>;
     delete(thing: string, shadowName?: string): Promise<{ version: number }>;
   };
+  /** The thin devices of the gateway, through their profiles (docs/devices.md). */
+  readonly devices: {
+    /**
+     * Carries out a generic action (turnOn, turnOff, read, …) on device `thing` as its profile maps it;
+     * the thing must match permissions.devices. Resolves with the action's result: `{version}` for a
+     * shadow action, `null` for a publish, the device's answer for a request, the shadow section for a read.
+     */
+    invoke(thing: string, action: string, params?: { [key: string]: JsonValue }): Promise<JsonValue>;
+  };
   /** Persistent key-value state of this task (survives restarts and redeploys); values are JSON. */
   readonly state: {
     get<T extends JsonValue = JsonValue>(key: string): Promise<T | undefined>;

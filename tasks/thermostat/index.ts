@@ -1,9 +1,12 @@
 /**
  * A thermostat for any number of rooms. A sensor publishes its temperature on
- * `sensors/<thing>/temperature` (a number, or {"celsius": n}); the task reads the target from the thing's
- * shadow (desired.targetC, else config.defaultTargetC), switches the heater with a hysteresis band, tells
- * the device on `devices/<thing>/heater/set`, and reports what it decided in the shadow. The heater's last
- * state per thing is kept in ctx.state, so a restart of the gateway does not forget it.
+ * `sensors/<thing>/temperature` or `devices/<thing>/temperature` (a number, {"celsius": n} or
+ * {"temperatureC": n}); the task reads the target from the thing's shadow (desired.targetC, else
+ * config.defaultTargetC), switches the heater with a hysteresis band, tells the device on
+ * `devices/<thing>/heater/set`, and reports what it decided in the shadow. When config.heaters maps the
+ * sensor to a heater device, the heater is switched through its profile too (ctx.devices.invoke
+ * turnOn/turnOff): a smart plug through its shadow, a relay board through its topics — the task does not
+ * care which. The heater's last state per thing is kept in ctx.state, so a restart does not forget it.
  */
 import type { JsonValue, Task, TaskContext } from 'edge-coordinator';
 
@@ -12,7 +15,10 @@ type Heater = 'on' | 'off';
 function celsiusOf(payload: JsonValue): number | undefined {
   if (typeof payload === 'number') return payload;
   if (typeof payload === 'string' && payload.trim() !== '') return Number(payload);
-  if (payload && typeof payload === 'object' && !Array.isArray(payload) && typeof payload.celsius === 'number') return payload.celsius;
+  if (payload && typeof payload === 'object' && !Array.isArray(payload)) {
+    if (typeof payload.celsius === 'number') return payload.celsius;
+    if (typeof payload.temperatureC === 'number') return payload.temperatureC;
+  }
   return undefined;
 }
 
@@ -45,6 +51,15 @@ export default {
     if (heater !== was) {
       await ctx.state.set(`heater:${thing}`, heater);
       ctx.log.info(`${thing}: ${celsius} °C against ${target} °C, heater ${was} → ${heater}`);
+      const device = (ctx.config?.heaters as Record<string, JsonValue> | undefined)?.[thing];
+      if (typeof device === 'string') {
+        try {
+          await ctx.devices.invoke(device, heater === 'on' ? 'turnOn' : 'turnOff');
+        } catch (err) {
+          // The reading is handled either way; the device's trouble is in the log.
+          ctx.log.warn(`heater ${device} of ${thing} not switched ${heater}: ${(err as Error).message}`);
+        }
+      }
     }
     await ctx.shadow.update(thing, { state: { reported: { temperatureC: celsius, heater } } });
     return { thing, heater, targetC: target };
