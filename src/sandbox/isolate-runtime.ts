@@ -618,6 +618,11 @@ export class IsolateRuntime {
     this.dispose();
   }
 
+  /** Ends the isolate now, failing what runs in it with COORD_ERR_TASK_CANCELLED and `message`. */
+  cancel(message: string): void {
+    this.#kill({ code: 'COORD_ERR_TASK_CANCELLED', message });
+  }
+
   /** Disposes the isolate and its timers. Idempotent. */
   dispose(): void {
     for (const t of this.#timers.values()) clearTimeout(t);

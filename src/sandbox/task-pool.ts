@@ -239,6 +239,8 @@ export class TaskPool {
     }
     pinned?.dispose();
     for (const rt of this.#idle.splice(0)) rt.dispose();
-    // Busy isolates finish (or time out) their invocation first; invoke() disposes them after.
+    // Busy isolates are disposed too: the core unloads a replaced version only after its drain period
+    // (deployments.drainMs), so what still runs is cancelled (COORD_ERR_TASK_CANCELLED), not waited for.
+    for (const rt of this.#busy) rt.cancel(`task ${this.task.name}@${this.task.version} was replaced or stopped while this invocation ran`);
   }
 }

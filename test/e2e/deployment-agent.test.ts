@@ -53,18 +53,20 @@ describe('deployment agent', () => {
     expect(c.tasks.list()).toEqual([]);
   });
 
-  it('lets in-flight invocations of a replaced version finish within deployments.drainMs', async () => {
+  it('lets in-flight invocations of a replaced version finish within deployments.drainMs, and cancels them after it', async () => {
     const { coordinator: c } = await startInProcess({ 'deployments.healthWindowMs': 0, 'deployments.drainMs': 1500 });
     const slow = (tag: string): string => `export default { async onEvent(e) { await new Promise((r) => setTimeout(r, e.payload)); return '${tag}'; } }`;
     const limits = { timeoutMs: 10_000, concurrency: 2 };
     await c.deployments.request({ schema: 1, id: 'v1', tasks: [task('worker', slow('v1'), { limits })], routes: [] });
     await reported(c, 'v1', 'SUCCEEDED');
     const inFlight = c.tasks.invoke('worker', { type: 'invoke', payload: 600 });
+    const tooLong = c.tasks.invoke('worker', { type: 'invoke', payload: 8000 });
     await new Promise((r) => setTimeout(r, 100));
     await c.deployments.request({ schema: 1, id: 'v2', tasks: [task('worker', slow('v2'), { version: '2.0.0', limits })], routes: [] });
     await reported(c, 'v2', 'SUCCEEDED');
     await expect(c.tasks.invoke('worker', { type: 'invoke', payload: 0 })).resolves.toBe('v2');
     await expect(inFlight).resolves.toBe('v1');
+    await expect(tooLong).rejects.toMatchObject({ code: 'COORD_ERR_TASK_CANCELLED' });
   });
 
   it('rejects invalid documents with every problem and leaves the running set alone', async () => {
