@@ -8,7 +8,7 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { adminRequest } from '../admin/client.js';
 import { adminSocketPath } from '../admin/socket.js';
-import { DEPLOYMENT_ID } from '../deployment/document.js';
+import { DEPLOYMENT_ID, type ReportedState } from '../deployment/document.js';
 import { compactSpec, localDeployment } from '../deployment/local.js';
 import { CoordinatorError } from '../errors.js';
 import { loadTaskFolder } from '../tasks/local.js';
@@ -18,15 +18,7 @@ import { configFromFlags, EXIT, type ConfigFlags } from './common.js';
 /** Flags of the deployment commands. */
 export type DeployFlags = ConfigFlags & { socket?: string; json?: boolean; id?: string; noWait?: boolean; timeout?: string; out?: string; url?: string; key?: string; limit?: string };
 
-interface Reported {
-  id?: string | null;
-  status?: string;
-  reason?: string;
-  problems?: { path: string; message: string }[];
-  problemCount?: number;
-  running?: string | null;
-  tasks?: { name: string; version: string; state: string }[];
-}
+type Reported = ReportedState;
 
 interface DeploymentView {
   desired: { id?: string } | null;

@@ -94,6 +94,21 @@ export interface DeploymentReport {
   readonly updatedAt: string;
 }
 
+/**
+ * `reported` of the deployment shadow as readers see it: the report's null fields are absent there (a
+ * shadow update's null deletes the key), and `problemCount` tells how many problems there were in all.
+ */
+export interface ReportedState {
+  id?: string | null;
+  status?: string;
+  reason?: string;
+  problems?: Problem[];
+  problemCount?: number;
+  running?: string | null;
+  tasks?: ReportedTask[];
+  updatedAt?: string;
+}
+
 /** Problems beyond this many are summarized, so a report fits in a shadow. */
 export const MAX_REPORTED_PROBLEMS = 20;
 

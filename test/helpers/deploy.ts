@@ -3,6 +3,7 @@
  * a client that plays the cloud side of the coordinator's `deployment` shadow (writes desired, follows
  * reported over MQTT), a device that asks a task and waits for its answer, and small document builders.
  */
+import type { ReportedState } from '../../src/deployment/document.js';
 import { createHash } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
 import type { IncomingMessage, ServerResponse } from 'node:http';
@@ -205,16 +206,7 @@ export function documentOf(id: string, tasks: Record<string, unknown>[], routes:
 // The cloud side of the deployment shadow
 
 /** `reported` of the deployment shadow. */
-export interface Report {
-  id?: string | null;
-  status?: string;
-  reason?: string;
-  problems?: { path: string; message: string }[];
-  problemCount?: number;
-  running?: string | null;
-  tasks?: { name: string; version: string; state: string }[];
-  updatedAt?: string;
-}
+export type Report = ReportedState;
 
 /**
  * Plays the cloud: follows `reported` of `$aws/things/<thing>/shadow/name/deployment` over MQTT (its

@@ -58,55 +58,40 @@ export async function createTestCa(name = 'CN=coordinator test CA'): Promise<Tes
     ],
   });
   let serial = 1;
+  /** A leaf certificate for `cn` signed by this CA, for server or client authentication. */
+  const issue = async (cn: string, usage: 'server' | 'client'): Promise<{ certPem: string; keyPem: string }> => {
+    const keys = await webcrypto.subtle.generateKey(alg, true, ['sign', 'verify']);
+    serial++;
+    const cert = await x509.X509CertificateGenerator.create({
+      serialNumber: serial.toString(16).padStart(2, '0'),
+      subject: `CN=${cn}`,
+      issuer: caCert.subject,
+      notBefore,
+      notAfter,
+      signingAlgorithm: alg,
+      publicKey: keys.publicKey,
+      signingKey: caKeys.privateKey,
+      extensions: [
+        new x509.BasicConstraintsExtension(false, undefined, true),
+        new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature, true),
+        new x509.ExtendedKeyUsageExtension([usage === 'server' ? x509.ExtendedKeyUsage.serverAuth : x509.ExtendedKeyUsage.clientAuth]),
+        ...(usage === 'server'
+          ? [
+              new x509.SubjectAlternativeNameExtension([
+                { type: 'dns', value: 'localhost' },
+                { type: 'ip', value: '127.0.0.1' },
+              ]),
+            ]
+          : []),
+        await x509.AuthorityKeyIdentifierExtension.create(caKeys.publicKey),
+      ],
+    });
+    const pkcs8 = await webcrypto.subtle.exportKey('pkcs8', keys.privateKey);
+    return { certPem: cert.toString('pem'), keyPem: x509.PemConverter.encode(pkcs8, 'PRIVATE KEY') };
+  };
   return {
     certPem: caCert.toString('pem'),
-    async issueServerCert() {
-      const keys = await webcrypto.subtle.generateKey(alg, true, ['sign', 'verify']);
-      serial++;
-      const cert = await x509.X509CertificateGenerator.create({
-        serialNumber: serial.toString(16).padStart(2, '0'),
-        subject: 'CN=localhost',
-        issuer: caCert.subject,
-        notBefore,
-        notAfter,
-        signingAlgorithm: alg,
-        publicKey: keys.publicKey,
-        signingKey: caKeys.privateKey,
-        extensions: [
-          new x509.BasicConstraintsExtension(false, undefined, true),
-          new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature, true),
-          new x509.ExtendedKeyUsageExtension([x509.ExtendedKeyUsage.serverAuth]),
-          new x509.SubjectAlternativeNameExtension([
-            { type: 'dns', value: 'localhost' },
-            { type: 'ip', value: '127.0.0.1' },
-          ]),
-          await x509.AuthorityKeyIdentifierExtension.create(caKeys.publicKey),
-        ],
-      });
-      const pkcs8 = await webcrypto.subtle.exportKey('pkcs8', keys.privateKey);
-      return { certPem: cert.toString('pem'), keyPem: x509.PemConverter.encode(pkcs8, 'PRIVATE KEY') };
-    },
-    async issueClientCert(cn) {
-      const keys = await webcrypto.subtle.generateKey(alg, true, ['sign', 'verify']);
-      serial++;
-      const cert = await x509.X509CertificateGenerator.create({
-        serialNumber: serial.toString(16).padStart(2, '0'),
-        subject: `CN=${cn}`,
-        issuer: caCert.subject,
-        notBefore,
-        notAfter,
-        signingAlgorithm: alg,
-        publicKey: keys.publicKey,
-        signingKey: caKeys.privateKey,
-        extensions: [
-          new x509.BasicConstraintsExtension(false, undefined, true),
-          new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature, true),
-          new x509.ExtendedKeyUsageExtension([x509.ExtendedKeyUsage.clientAuth]),
-          await x509.AuthorityKeyIdentifierExtension.create(caKeys.publicKey),
-        ],
-      });
-      const pkcs8 = await webcrypto.subtle.exportKey('pkcs8', keys.privateKey);
-      return { certPem: cert.toString('pem'), keyPem: x509.PemConverter.encode(pkcs8, 'PRIVATE KEY') };
-    },
+    issueServerCert: () => issue('localhost', 'server'),
+    issueClientCert: (cn) => issue(cn, 'client'),
   };
 }
