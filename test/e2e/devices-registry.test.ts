@@ -9,7 +9,7 @@ import { runCli } from '../helpers/process.js';
 describe('device registry', () => {
   it('follows connect and disconnect within 1 s', async () => {
     const c = await startTlsCoordinator();
-    const b = await addDevice(c, 'meter-1', ['--attr', 'site=farm', '--profile', 'meter']);
+    const b = await addDevice(c, 'meter-1', ['--attr', 'site=farm', '--profile', 'env-sensor']);
     const before = await deviceInfo(c, 'meter-1');
     expect(before).toMatchObject({ connected: false, lastSeen: null, certFingerprint: b.fingerprint, attributes: { site: 'farm' } });
 
@@ -30,7 +30,7 @@ describe('device registry', () => {
 
     const list = await runCli(['devices', 'list', '--data-dir', c.dataDir]);
     expect(list.stdout).toMatch(/^THING\s+STATE\s+CONNECTED/);
-    expect(list.stdout).toMatch(/meter-1\s+active\s+no\s+\S+\s+meter/);
+    expect(list.stdout).toMatch(/meter-1\s+active\s+no\s+\S+\s+env-sensor/);
     await c.stop();
   });
 
