@@ -13,6 +13,7 @@ import { listenerTlsFiles } from './devices/pki-files.js';
 import { DeviceActions } from './devices/actions.js';
 import { loadProfiles } from './devices/profiles.js';
 import { DeviceRegistry } from './devices/registry.js';
+import { CloudLink } from './cloud/link.js';
 import { deploymentRoutes } from './deployment/admin-routes.js';
 import { DeploymentAgent } from './deployment/agent.js';
 import { acquireBundle } from './deployment/bundles.js';
@@ -80,6 +81,8 @@ export class Coordinator {
   readonly tasks: TaskRuntime;
   /** Converges the tasks to the `deployment` shadow's desired state. */
   readonly deployments: DeploymentAgent;
+  /** The link to the upstream MQTT service (undefined without cloud.url). */
+  readonly cloud: CloudLink | undefined;
   readonly #detachShadowMqtt: () => Promise<void>;
   readonly #admin: AdminServer;
   readonly #startedAt = new Date();
@@ -88,7 +91,7 @@ export class Coordinator {
   private constructor(
     config: CoordinatorConfig,
     log: Logger,
-    parts: { store: Store; broker: Broker; shadows: ShadowService; tasks: TaskRuntime; deployments: DeploymentAgent; detachShadowMqtt: () => Promise<void>; admin: AdminServer },
+    parts: { store: Store; broker: Broker; shadows: ShadowService; tasks: TaskRuntime; deployments: DeploymentAgent; cloud: CloudLink | undefined; detachShadowMqtt: () => Promise<void>; admin: AdminServer },
   ) {
     this.config = config;
     this.log = log;
@@ -97,6 +100,7 @@ export class Coordinator {
     this.shadows = parts.shadows;
     this.tasks = parts.tasks;
     this.deployments = parts.deployments;
+    this.cloud = parts.cloud;
     this.#detachShadowMqtt = parts.detachShadowMqtt;
     this.#admin = parts.admin;
   }
@@ -114,6 +118,7 @@ export class Coordinator {
     let broker: Broker | undefined;
     let tasks: TaskRuntime | undefined;
     let agent: DeploymentAgent | undefined;
+    let cloud: CloudLink | undefined;
     try {
       store = Store.open(
         config.dataDir,
@@ -166,8 +171,14 @@ export class Coordinator {
         return { sha256, url: pathToFileURL(bundleStore.path(sha256)).href };
       };
       await agent.start();
+      if (config.cloud.url !== undefined) {
+        // After the agent: a deployment arriving from the cloud at the first reconcile finds it listening.
+        cloud = new CloudLink({ config, log, shadows, store });
+        cloud.start();
+      }
       if (config.tasks.dir !== undefined) await deployLocalTasks(agent, config.tasks.dir, upload, log);
-      const coordinator: Coordinator = new Coordinator(config, log, { store, broker, shadows, tasks, deployments: agent, detachShadowMqtt, admin });
+      const coordinator: Coordinator = new Coordinator(config, log, { store, broker, shadows, tasks, deployments: agent, cloud, detachShadowMqtt, admin });
+      routes['GET /v1/cloud'] = () => cloud?.status() ?? { state: 'disabled', note: 'no cloud.url configured' };
       routes['GET /v1/status'] = () => coordinator.status();
       Object.assign(routes, shadowRoutes(shadows, limits), taskRoutes(tasks), deploymentRoutes(agent, records, upload));
       const mqtts = broker.listeners.find((l) => l.name === 'mqtts');
@@ -175,6 +186,7 @@ export class Coordinator {
       coordinator.#announce();
       return coordinator;
     } catch (err) {
+      await cloud?.stop();
       await agent?.stop();
       await tasks?.stop();
       await broker?.close();
@@ -254,6 +266,7 @@ export class Coordinator {
     this.#stopping ??= (async () => {
       this.log.info('coordinator stopping');
       await this.#admin.close();
+      await this.cloud?.stop();
       await this.deployments.stop();
       // Pinned tasks' onStop may still publish or update shadows: before the broker goes.
       await this.tasks.stop();

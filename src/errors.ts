@@ -99,6 +99,18 @@ export const ERRORS = {
     meaning: 'A seed shadow document (*.json in the data directory) could not be applied; it was skipped.',
     remedy: 'Fix the file named in the log: {"thingName", "shadowName"?, "state": {"desired"?, "reported"?}} with a valid state.',
   },
+  COORD_ERR_SHADOW_SERVICE_BROKER: {
+    meaning: '`coordinator shadow-service` cannot reach its broker, was refused by it, or lost the connection; it keeps retrying with backoff and its session keeps requests queued.',
+    remedy: 'Check --broker, the credentials (--username/--password, --cert/--key) and the broker; the log line carries the broker error or CONNACK return code.',
+  },
+  COORD_ERR_SHADOW_SERVICE_SUBSCRIBE: {
+    meaning: 'The broker refused the shadow-service subscription to the shadow request topics; requests on them are not served.',
+    remedy: 'Grant its client id subscribe on $aws/things/+/shadow/{get,update,delete} and .../shadow/name/+/{get,update,delete}, and publish on $aws/things/#; it subscribes again on every connection.',
+  },
+  COORD_ERR_SHADOW_SERVICE_TLS: {
+    meaning: 'A certificate, key or CA file given to `coordinator shadow-service` (--ca, --cert, --key) could not be read.',
+    remedy: 'Check the paths and their permissions.',
+  },
   COORD_ERR_TASK_UNKNOWN: {
     meaning: 'No task of that name is installed.',
     remedy: 'Check the name with `coordinator tasks list`.',
@@ -262,6 +274,30 @@ export const ERRORS = {
   COORD_ERR_PKI_EXISTS: {
     meaning: '`coordinator certs init` found PKI files in the data directory and did not overwrite them.',
     remedy: 'Keep them, or pass --force to replace them: every device certificate issued by the old CA then stops working.',
+  },
+  COORD_ERR_CLOUD_OFFLINE: {
+    meaning: 'The cloud link is down (or went down before an answer came); the gateway works on and catches up when it returns.',
+    remedy: '`coordinator cloud status` shows the state and the last connection error; check the endpoint, credentials and network.',
+  },
+  COORD_ERR_CLOUD_TIMEOUT: {
+    meaning: "The cloud's shadow service did not answer a request within cloud.requestTimeoutMs.",
+    remedy: 'Check that the upstream runs a shadow service (AWS IoT Core, or `coordinator shadow-service`); the next reconnect reconciles.',
+  },
+  COORD_ERR_CLOUD_REJECTED: {
+    meaning: "The cloud's shadow service rejected a sync request (its status and message are in the log line).",
+    remedy: "Check the gateway's rights on the cloud (an AWS IoT policy must allow its shadow topics) and the document size limits.",
+  },
+  COORD_ERR_CLOUD_SYNC: {
+    meaning: 'A shadow sync step failed; the shadow is reconciled again at the next connection.',
+    remedy: 'Usually transient; if it repeats, the log line names the shadow and the cause.',
+  },
+  COORD_ERR_CLOUD_SPOOL_TOO_LARGE: {
+    meaning: "A cloud-bound message (topic + payload + 32 bytes of bookkeeping) is larger than the cloud spool's whole byte limit; it was refused, not spooled.",
+    remedy: "Send smaller messages to the cloud, or raise the cloud spool's byte limit.",
+  },
+  COORD_ERR_CLOUD_SPOOL_INVALID: {
+    meaning: 'A cloud-bound message had a topic MQTT cannot publish (empty, wildcards, NUL, not UTF-8, over 65,535 bytes) or a QoS other than 0 or 1, or the spool was asked to ack a message it never held; nothing changed.',
+    remedy: 'Publish to a plain topic name with QoS 0 or 1; an ack error is a bug of the cloud link: report it.',
   },
   COORD_ERR_INTERNAL: {
     meaning: 'An unexpected internal failure; the process stays up where it safely can.',

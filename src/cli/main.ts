@@ -147,6 +147,17 @@ function deployCommands(): CommandSpec[] {
   ];
 }
 
+function cloudCommands(): CommandSpec[] {
+  return [
+    {
+      words: ['cloud', 'status'],
+      summary: "show the cloud link: state (connecting, connected, offline), last error, sync counters, synced shadows",
+      options: { ...CONFIG_OPTIONS, ...SOCKET_OPTION, json: { type: 'boolean', description: 'print JSON' } },
+      run: async (values) => (await import('./cloud.js')).runCloudStatus(values),
+    },
+  ];
+}
+
 function simulateCommands(): CommandSpec[] {
   return [
     {
@@ -266,6 +277,7 @@ const COMMANDS: readonly CommandSpec[] = [
   ...keyCommands(),
   ...deviceCommands(),
   ...simulateCommands(),
+  ...cloudCommands(),
   {
     words: ['config', 'check'],
     args: ['<file>'],

@@ -230,6 +230,46 @@ export const configSchema = z
       })
       .strict()
       .prefault({}),
+    cloud: z
+      .object({
+        /** The upstream MQTT service: mqtts://<endpoint>:8883 for AWS IoT Core, mqtt(s)://host:port for any broker; unset: no cloud link. */
+        url: z.string().regex(/^mqtts?:\/\/[^/]+$/, 'must be mqtt://host:port or mqtts://host:port').optional(),
+        /** MQTT client id upstream; default the coordinator's thing name (AWS IoT policies usually require that). */
+        clientId: z.string().min(1).max(128).optional(),
+        /** CA bundle (PEM) the upstream's server certificate must chain to; default the system roots. */
+        caFile: filePath.optional(),
+        /** Client certificate and key (PEM) for mutual TLS (AWS IoT Core). */
+        certFile: filePath.optional(),
+        keyFile: filePath.optional(),
+        username: z.string().optional(),
+        /** A secret: masked by `config print`. */
+        password: z.string().optional(),
+        keepaliveS: z.int().min(5).max(1200).default(30),
+        /** Reconnect delays: full jitter over an exponential ceiling from min to max. */
+        reconnectMinMs: z.int().min(10).max(600_000).default(1000),
+        reconnectMaxMs: z.int().min(100).max(3_600_000).default(60_000),
+        connectTimeoutMs: z.int().min(100).max(600_000).default(10_000),
+        /** How long a shadow request upstream may wait for its answer. */
+        requestTimeoutMs: z.int().min(100).max(600_000).default(10_000),
+        /** Shadows synced besides the coordinator's own deployment shadow. */
+        shadows: z
+          .array(
+            z
+              .object({
+                thing: z.string().min(1).max(128),
+                name: z.string().min(1).max(64).optional(),
+                direction: z.enum(['both', 'device-to-cloud', 'cloud-to-device']).default('both'),
+              })
+              .strict(),
+          )
+          .default([]),
+      })
+      .strict()
+      .superRefine((c, ctx) => {
+        if ((c.certFile === undefined) !== (c.keyFile === undefined)) ctx.addIssue({ code: 'custom', path: ['keyFile'], message: 'certFile and keyFile go together' });
+        if (c.reconnectMaxMs < c.reconnectMinMs) ctx.addIssue({ code: 'custom', path: ['reconnectMaxMs'], message: 'must be at least reconnectMinMs' });
+      })
+      .prefault({}),
     admin: z
       .object({
         /** Unix socket of the admin channel; default `<dataDir>/coordinator.sock`. */
@@ -248,4 +288,4 @@ export type CoordinatorConfig = z.output<typeof configSchema>;
 export type CoordinatorConfigInput = z.input<typeof configSchema>;
 
 /** Paths (dot-separated) whose values are secrets and are masked when printed. */
-export const SECRET_PATHS: readonly string[] = ['listeners.mqtts.passphrase'];
+export const SECRET_PATHS: readonly string[] = ['listeners.mqtts.passphrase', 'cloud.password'];

@@ -103,4 +103,36 @@ export const MIGRATIONS: readonly string[] = [
     revoked_at         TEXT
   ) WITHOUT ROWID;
   `,
+  // 6: the cloud spool — cloud-bound messages in order (AUTOINCREMENT: a seq is never reused, even once
+  // the table was empty), small columns first so eviction reads sizes without touching payload pages;
+  // one counters row changed in the same transaction as the rows it counts.
+  `
+  CREATE TABLE cloud_spool (
+    seq          INTEGER PRIMARY KEY AUTOINCREMENT,
+    bytes        INTEGER NOT NULL,
+    qos          INTEGER NOT NULL CHECK (qos IN (0, 1)),
+    enqueued_at  INTEGER NOT NULL,
+    topic        TEXT NOT NULL,
+    payload      BLOB NOT NULL
+  );
+  CREATE TABLE cloud_spool_counters (
+    id        INTEGER PRIMARY KEY CHECK (id = 1),
+    bytes     INTEGER NOT NULL,
+    appended  INTEGER NOT NULL,
+    acked     INTEGER NOT NULL,
+    evicted   INTEGER NOT NULL
+  );
+  INSERT INTO cloud_spool_counters (id, bytes, appended, acked, evicted) VALUES (1, 0, 0, 0, 0);
+  `,
+  // 7: the shadow sync's marks — per synced shadow, the local and the cloud version last seen in sync, so a
+  // reconnect (even after a restart) knows which side changed while they were apart.
+  `
+  CREATE TABLE cloud_sync (
+    thing          TEXT NOT NULL,
+    name           TEXT NOT NULL,
+    local_version  INTEGER NOT NULL,
+    cloud_version  INTEGER NOT NULL,
+    PRIMARY KEY (thing, name)
+  ) WITHOUT ROWID;
+  `,
 ];
