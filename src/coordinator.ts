@@ -14,6 +14,7 @@ import { DeviceActions } from './devices/actions.js';
 import { loadProfiles } from './devices/profiles.js';
 import { DeviceRegistry } from './devices/registry.js';
 import { CloudLink } from './cloud/link.js';
+import { CloudSpool } from './cloud/spool.js';
 import { deploymentRoutes } from './deployment/admin-routes.js';
 import { DeploymentAgent } from './deployment/agent.js';
 import { acquireBundle } from './deployment/bundles.js';
@@ -137,7 +138,13 @@ export class Coordinator {
       await applySeeds(config.dataDir, shadows, limits, log);
       const detachShadowMqtt = await attachShadowMqtt(broker.aedes, shadows, limits, broker.shadowAccess, broker.hasSubscribers, log);
       const actions = new DeviceActions({ registry: devices, profiles: loadProfiles(config.devices.profilesDir ?? SHIPPED_PROFILES), shadows, shadowLimits: limits, aedes: broker.aedes, log });
-      tasks = new TaskRuntime({ config, log, store, aedes: broker.aedes, shadows, shadowLimits: limits, devices: actions });
+      // Cloud-bound messages are spooled durably whether or not a link is configured now: one that is
+      // configured later sends them, in order.
+      const spool = new CloudSpool(store, { maxBytes: config.cloud.spoolMaxBytes });
+      const toCloud = (topic: string, payload: Buffer, qos: 0 | 1): void => {
+        spool.append(topic, payload, qos).catch((err: unknown) => log.warn({ err, code: (err as { code?: string }).code, topic }, 'cloud-bound message not spooled'));
+      };
+      tasks = new TaskRuntime({ config, log, store, aedes: broker.aedes, shadows, shadowLimits: limits, devices: actions, toCloud });
       tasks.start();
       const bundleStore = new ContentStore(join(config.dataDir, 'bundles'));
       const d = config.deployments;
@@ -173,7 +180,7 @@ export class Coordinator {
       await agent.start();
       if (config.cloud.url !== undefined) {
         // After the agent: a deployment arriving from the cloud at the first reconcile finds it listening.
-        cloud = new CloudLink({ config, log, shadows, store });
+        cloud = new CloudLink({ config, log, shadows, store, spool, deliver: (topic, payload) => tasks!.fromCloud(topic, payload, 1) });
         cloud.start();
       }
       if (config.tasks.dir !== undefined) await deployLocalTasks(agent, config.tasks.dir, upload, log);

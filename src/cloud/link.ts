@@ -10,7 +10,9 @@ import { DEPLOYMENT_SHADOW } from '../deployment/document.js';
 import type { Logger } from '../log/logger.js';
 import type { ShadowService } from '../shadow/service.js';
 import type { Store } from '../store/database.js';
+import { anyMatches } from '../router/topic.js';
 import { CloudShadows } from './cloud-shadows.js';
+import type { CloudSpool } from './spool.js';
 import { CloudConnection } from './connection.js';
 import { ShadowSync, type SyncedShadow } from './shadow-sync.js';
 
@@ -20,11 +22,22 @@ export class CloudLink {
   readonly #cloud: CloudShadows;
   readonly #sync: ShadowSync;
   readonly #log: Logger;
+  readonly #spool: CloudSpool;
+  readonly #subscribe: readonly string[];
+  /** Messages from the cloud on cloud.subscribe topics go here (the router, source `cloud`). */
+  readonly #deliver: (topic: string, payload: Buffer) => void;
+  #draining = false;
+  #again = false;
+  /** Spooled messages published upstream: sent, and acknowledged since this connection came up. */
+  readonly spooled = { sent: 0, delivered: 0 };
 
-  constructor(deps: { config: CoordinatorConfig; log: Logger; shadows: ShadowService; store: Store }) {
+  constructor(deps: { config: CoordinatorConfig; log: Logger; shadows: ShadowService; store: Store; spool: CloudSpool; deliver: (topic: string, payload: Buffer) => void }) {
     const c = deps.config.cloud;
     if (c.url === undefined) throw new Error('CloudLink needs cloud.url');
     this.#log = deps.log;
+    this.#spool = deps.spool;
+    this.#subscribe = c.subscribe;
+    this.#deliver = deps.deliver;
     this.#connection = new CloudConnection(
       {
         url: c.url,
@@ -45,12 +58,17 @@ export class CloudLink {
     const own: SyncedShadow = { thing: deps.config.thingName, name: DEPLOYMENT_SHADOW, direction: 'both' };
     const pairs = [own, ...c.shadows.filter((s) => !(s.thing === own.thing && s.name === own.name))];
     this.#sync = new ShadowSync({ shadows: deps.shadows, cloud: this.#cloud, store: deps.store, log: deps.log, pairs });
-    this.#connection.on('message', (topic, payload) => void this.#cloud.handle(topic, payload));
+    this.#connection.on('message', (topic, payload) => {
+      if (this.#cloud.handle(topic, payload)) return;
+      if (anyMatches(this.#subscribe, topic)) this.#deliver(topic, payload);
+    });
+    this.#spool.on('appended', () => void this.#drain());
     this.#connection.on('up', (client) => {
       void (async () => {
         try {
           // Subscribed on every connect: an upstream that lost our session (or never kept it) still answers us.
-          await client.subscribeAsync(this.#sync.topics(), { qos: 1 });
+          await client.subscribeAsync([...this.#sync.topics(), ...this.#subscribe], { qos: 1 });
+          void this.#drain();
           await this.#sync.connected(client);
         } catch (err) {
           this.#log.warn({ err, code: 'COORD_ERR_CLOUD_SYNC' }, 'cloud link: subscribing or reconciling failed; retried at the next connection');
@@ -68,9 +86,49 @@ export class CloudLink {
     this.#connection.start();
   }
 
-  /** Connection state, sync counters and the synced shadows, for `coordinator cloud status`. */
+  /**
+   * Sends the spool upstream in order while the link is up: QoS 1, a window of messages in flight, each
+   * removed from the spool only once the upstream acknowledged it (and everything before it). A message
+   * in flight when the link drops stays spooled and is sent again after the reconnect: at least once.
+   */
+  async #drain(): Promise<void> {
+    if (this.#draining) {
+      // An append while a drain is finishing: it looks again once done, so nothing waits for the next one.
+      this.#again = true;
+      return;
+    }
+    this.#draining = true;
+    this.#again = false;
+    try {
+      let after = 0;
+      for (;;) {
+        const client = this.#connection.client;
+        if (!client) return;
+        const batch = this.#spool.peek(64, after);
+        if (batch.length === 0) return;
+        // MQTT.js sends in order; PUBACKs may complete in any order, so acknowledge the batch's last once all are in.
+        await Promise.all(
+          batch.map(async (m) => {
+            await client.publishAsync(m.topic, Buffer.from(m.payload), { qos: 1 });
+            this.spooled.sent++;
+          }),
+        );
+        after = batch[batch.length - 1]!.seq;
+        await this.#spool.ack(after);
+        this.spooled.delivered += batch.length;
+      }
+    } catch (err) {
+      // The link went down mid-batch: what was not acknowledged stays spooled for the next connection.
+      this.#log.info({ err, code: 'COORD_ERR_CLOUD_OFFLINE' }, 'spool drain paused');
+    } finally {
+      this.#draining = false;
+      if (this.#again) void this.#drain();
+    }
+  }
+
+  /** Connection state, sync counters, the spool, the synced shadows, for `coordinator cloud status`. */
   status(): Record<string, unknown> {
-    return { ...this.#connection.status(), sync: { ...this.#sync.stats, shadows: this.#sync.pairs } };
+    return { ...this.#connection.status(), sync: { ...this.#sync.stats, shadows: this.#sync.pairs }, spool: { ...this.#spool.stats, ...this.spooled } };
   }
 
   async stop(): Promise<void> {

@@ -251,6 +251,10 @@ export const configSchema = z
         connectTimeoutMs: z.int().min(100).max(600_000).default(10_000),
         /** How long a shadow request upstream may wait for its answer. */
         requestTimeoutMs: z.int().min(100).max(600_000).default(10_000),
+        /** Most bytes the durable spool of cloud-bound messages holds; beyond, the oldest are evicted (and counted). */
+        spoolMaxBytes: z.int().min(4096).max(10_737_418_240).default(10_485_760),
+        /** Cloud topics the gateway subscribes to; their messages follow the routes whose source is `cloud`. */
+        subscribe: z.array(z.string().min(1)).default([]),
         /** Shadows synced besides the coordinator's own deployment shadow. */
         shadows: z
           .array(

@@ -14,28 +14,32 @@ import { topicMatches, validateFilter } from './topic.js';
 const SCAN_LIMIT = 32;
 
 /** Where a message came from. */
-export type MessageSource = { kind: 'device'; id: string } | { kind: 'task'; id: string } | { kind: 'shadow' };
+export type MessageSource = { kind: 'device'; id: string } | { kind: 'task'; id: string } | { kind: 'shadow' } | { kind: 'cloud' };
 
 /** A compiled route. */
 export interface Route {
   readonly source: string;
   readonly filter: string;
-  /** A task name, or undefined for the broker. */
+  /** A task name, or undefined for the broker (or the cloud). */
   readonly task?: string | undefined;
+  /** The target is the cloud: the message goes to the durable spool and upstream. */
+  readonly cloud?: boolean | undefined;
 }
 
 function sourceMatches(pattern: string, source: MessageSource): boolean {
   if (pattern === '*') return true;
   if (source.kind === 'shadow') return pattern === 'shadow';
+  if (source.kind === 'cloud') return pattern === 'cloud';
   const [kind, id] = [pattern.slice(0, pattern.indexOf(':')), pattern.slice(pattern.indexOf(':') + 1)];
   return kind === source.kind && (id === '*' || id === source.id);
 }
 
-/** Parses `task:<name>` / `broker` into a route target; throws COORD_ERR_ROUTE_INVALID. */
-export function parseTarget(target: string): string | undefined {
-  if (target === 'broker') return undefined;
-  if (target.startsWith('task:') && target.length > 5) return target.slice(5);
-  throw new CoordinatorError('COORD_ERR_ROUTE_INVALID', `route target ${JSON.stringify(target)} must be broker or task:<name>`);
+/** Parses `task:<name>` / `broker` / `cloud` into a route's target fields; throws COORD_ERR_ROUTE_INVALID. */
+export function parseTarget(target: string): Pick<Route, 'task' | 'cloud'> {
+  if (target === 'broker') return {};
+  if (target === 'cloud') return { cloud: true };
+  if (target.startsWith('task:') && target.length > 5) return { task: target.slice(5) };
+  throw new CoordinatorError('COORD_ERR_ROUTE_INVALID', `route target ${JSON.stringify(target)} must be broker, cloud or task:<name>`);
 }
 
 /** An immutable route table. */

@@ -12,7 +12,7 @@
 export type JsonValue = null | boolean | number | string | JsonValue[] | { [key: string]: JsonValue };
 
 /** Where a message came from. */
-export type EventSource = { kind: 'device'; id: string } | { kind: 'task'; id: string } | { kind: 'shadow' };
+export type EventSource = { kind: 'device'; id: string } | { kind: 'task'; id: string } | { kind: 'shadow' } | { kind: 'cloud' };
 
 /** An MQTT message that matched one of the task's routes or topic triggers. */
 export interface MessageEvent {

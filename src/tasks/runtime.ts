@@ -60,6 +60,8 @@ export interface TaskRuntimeDeps {
   readonly shadowLimits: ShadowLimits;
   /** Device actions through profiles (ctx.devices.invoke). */
   readonly devices?: DeviceActions;
+  /** Puts a cloud-bound message in the durable spool (routes with target `cloud`). */
+  readonly toCloud?: (topic: string, payload: Buffer, qos: 0 | 1) => void;
 }
 
 const shadowPrefix = (id: ShadowId): string => `$aws/things/${id.thing}/shadow${id.name === undefined ? '' : `/name/${id.name}`}`;
@@ -68,7 +70,7 @@ const shadowPrefix = (id: ShadowId): string => `$aws/things/${id.thing}/shadow${
 function routesOf(spec: TaskSpec): Route[] {
   const routes: Route[] = [];
   for (const t of spec.triggers) if ('topic' in t) routes.push({ source: t.source ?? 'device:*', filter: t.topic, task: spec.name });
-  for (const r of spec.routes) routes.push({ source: r.source, filter: r.filter, task: parseTarget(r.target) });
+  for (const r of spec.routes) routes.push({ source: r.source, filter: r.filter, ...parseTarget(r.target) });
   return routes;
 }
 
@@ -183,7 +185,7 @@ export class TaskRuntime extends EventEmitter<TaskRuntimeEvents> {
       names.add(b.spec.name);
     }
     const routes = bundles.flatMap((b) => routesOf(b.spec));
-    for (const r of options.routes ?? []) routes.push({ source: r.source, filter: r.filter, task: parseTarget(r.target) });
+    for (const r of options.routes ?? []) routes.push({ source: r.source, filter: r.filter, ...parseTarget(r.target) });
     for (const r of routes) {
       if (r.task !== undefined && !names.has(r.task)) throw new CoordinatorError('COORD_ERR_ROUTE_INVALID', `a route targets task ${r.task}, which is not installed`);
       const src = /^task:(.+)$/.exec(r.source)?.[1];
@@ -304,6 +306,11 @@ export class TaskRuntime extends EventEmitter<TaskRuntimeEvents> {
     return new Map([...this.#installed].map(([name, i]) => [name, i.key]));
   }
 
+  /** A message from the cloud (the link's subscriptions) follows the routes whose source is `cloud`. */
+  fromCloud(topic: string, payload: Buffer, qos: 0 | 1): void {
+    this.#route({ kind: 'cloud' }, topic, payload, qos);
+  }
+
   /** Queues an invocation of `task`; resolves with its result. */
   invoke(task: string, event: TaskEvent): Promise<unknown> {
     return this.#scheduler.submit(task, event);
@@ -369,6 +376,12 @@ export class TaskRuntime extends EventEmitter<TaskRuntimeEvents> {
     }
     let event: MessageEvent | undefined;
     for (const r of hits) {
+      if (r.cloud) {
+        // Durable first, then upstream when the link can: the spool orders, bounds and survives restarts.
+        if (this.#deps.toCloud) this.#deps.toCloud(topic, payload, qos);
+        else this.#deps.log.warn({ code: 'COORD_ERR_CLOUD_OFFLINE', topic }, 'a route targets the cloud but no cloud spool is configured; message dropped');
+        continue;
+      }
       if (r.task === undefined) {
         // To the broker, for devices: only messages the broker has not already carried (a device's own
         // PUBLISH went through it).

@@ -23,11 +23,11 @@ export const triggerSchema = z.union([
 /** A route a task declares: messages from `source` on `filter` go to `target`. */
 export const routeSchema = z
   .object({
-    /** `device:<clientId>`, `device:*`, `task:<name>`, `task:*`, `shadow` or `*`. */
-    source: z.string().regex(/^(\*|shadow|device:.+|task:.+)$/, 'must be *, shadow, device:<id>, device:*, task:<name> or task:*'),
+    /** `device:<clientId>`, `device:*`, `task:<name>`, `task:*`, `shadow`, `cloud` or `*`. */
+    source: z.string().regex(/^(\*|shadow|cloud|device:.+|task:.+)$/, 'must be *, shadow, cloud, device:<id>, device:*, task:<name> or task:*'),
     filter,
-    /** `task:<name>` or `broker` (to devices and every other subscriber). */
-    target: z.string().regex(/^(broker|task:.+)$/, 'must be broker or task:<name>'),
+    /** `task:<name>`, `broker` (to devices and every other subscriber) or `cloud` (through the durable spool, upstream). */
+    target: z.string().regex(/^(broker|cloud|task:.+)$/, 'must be broker, cloud or task:<name>'),
   })
   .strict();
 

@@ -6,9 +6,12 @@
  * Real components: two embedded coordinators (real brokers, stores, task hosts), MQTT between them.
  */
 import { createHash } from 'node:crypto';
+import { createServer, type AddressInfo } from 'node:net';
 import { describe, expect, it } from 'vitest';
 import type { Coordinator } from '../../src/coordinator.js';
 import { startInProcess } from '../helpers/in-process.js';
+import { connect, inbox } from '../helpers/mqtt.js';
+import { tempDir } from '../helpers/process.js';
 
 const dataUrl = (code: string): string => `data:text/javascript;base64,${Buffer.from(code).toString('base64')}`;
 const sha = (code: string): string => createHash('sha256').update(code).digest('hex');
@@ -93,5 +96,95 @@ async function restartLink(gw: Coordinator, url: string): Promise<{ coordinator:
     'cloud.reconnectMaxMs': 200,
     'cloud.shadows': [{ thing: 'room-1', direction: 'both' }],
     'deployments.healthWindowMs': 200,
+  });
+}
+
+describe('cloud-bound messages through the spool', () => {
+  it('delivers in order after an outage, evicts the oldest beyond the bound, and routes messages from the cloud to devices', async () => {
+    const port = await freePort();
+    const upstreamDir = tempDir('coord-up-');
+    const start = (): ReturnType<typeof startInProcess> => startInProcess({ thingName: 'cloud', dataDir: upstreamDir, 'listeners.mqtt.port': port });
+    let { coordinator: upstream } = await start();
+    const url = `mqtt://127.0.0.1:${port}`;
+    const { coordinator: gw, url: gwUrl } = await startInProcess({
+      thingName: 'gw-spool',
+      'cloud.url': url,
+      'cloud.reconnectMinMs': 50,
+      'cloud.reconnectMaxMs': 200,
+      'cloud.subscribe': ['commands/#'],
+      'cloud.spoolMaxBytes': 8192,
+      'deployments.healthWindowMs': 0,
+    });
+    // Routes only, no tasks: device telemetry to the cloud, cloud commands to the devices.
+    await gw.deployments.request({
+      schema: 1,
+      id: 'routes-only',
+      tasks: [],
+      routes: [
+        { source: 'device:*', filter: 'telemetry/#', target: 'cloud' },
+        { source: 'cloud', filter: 'commands/#', target: 'broker' },
+      ],
+    });
+    await until('the routes', () => ((gw.deployments.status().reported as { status?: string } | null)?.status === 'SUCCEEDED' ? true : undefined));
+    await until('the link', () => (gw.cloud!.status().state === 'connected' ? true : undefined));
+
+    const device = await connect(gwUrl, { clientId: 'sensor-7' });
+    const deviceBox = inbox(device);
+    await device.subscribeAsync('commands/#', { qos: 1 });
+    const watcher = async (): Promise<{ box: ReturnType<typeof inbox> }> => {
+      const c = await connect(url, { clientId: `cloud-watcher-${Math.random().toString(36).slice(2)}` });
+      await c.subscribeAsync('telemetry/#', { qos: 1 });
+      return { box: inbox(c) };
+    };
+    let w = await watcher();
+
+    // Online: in order, straight through the spool.
+    for (let i = 1; i <= 5; i++) await device.publishAsync('telemetry/t', JSON.stringify({ i }), { qos: 1 });
+    await w.box.count(5);
+    expect(w.box.messages.map((m) => (JSON.parse(m.payload.toString()) as { i: number }).i)).toEqual([1, 2, 3, 4, 5]);
+
+    // From the cloud to the gateway's devices.
+    const cloudApp = await connect(url, { clientId: 'cloud-app' });
+    await cloudApp.publishAsync('commands/sensor-7', 'recalibrate', { qos: 1 });
+    expect((await deviceBox.next((t) => t === 'commands/sensor-7')).payload.toString()).toBe('recalibrate');
+
+    // Offline: the upstream goes away; the gateway keeps taking telemetry, spooled in order.
+    await upstream.stop();
+    await until('the link down', () => (gw.cloud!.status().state !== 'connected' ? true : undefined));
+    for (let i = 6; i <= 25; i++) await device.publishAsync('telemetry/t', JSON.stringify({ i }), { qos: 1 });
+    await until('spooled', () => ((gw.cloud!.status().spool as { messages: number }).messages === 20 ? true : undefined));
+    ({ coordinator: upstream } = await start());
+    w = await watcher();
+    await w.box.count(20, undefined, 15_000);
+    expect(w.box.messages.map((m) => (JSON.parse(m.payload.toString()) as { i: number }).i)).toEqual(Array.from({ length: 20 }, (_, k) => k + 6));
+
+    // Overflow while offline: 8 KB of spool keeps the newest, evicts (and counts) the oldest.
+    await upstream.stop();
+    await until('the link down again', () => (gw.cloud!.status().state !== 'connected' ? true : undefined));
+    const big = 'x'.repeat(1000);
+    for (let i = 100; i < 120; i++) await device.publishAsync('telemetry/t', JSON.stringify({ i, big }), { qos: 1 });
+    const spool = await until('evictions', () => {
+      const s = gw.cloud!.status().spool as { evicted: number; messages: number };
+      return s.evicted > 0 && s.messages + s.evicted >= 20 ? s : undefined;
+    });
+    ({ coordinator: upstream } = await start());
+    w = await watcher();
+    await w.box.count(spool.messages, undefined, 15_000);
+    const got = w.box.messages.map((m) => (JSON.parse(m.payload.toString()) as { i: number }).i);
+    // The newest survive, in order, ending with the last one sent.
+    expect(spool.messages).toBeGreaterThanOrEqual(5);
+    expect(got.length).toBe(spool.messages);
+    expect(got).toEqual(Array.from({ length: spool.messages }, (_, k) => 120 - spool.messages + k));
+  }, 90_000);
+});
+
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = createServer();
+    srv.once('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const { port } = srv.address() as AddressInfo;
+      srv.close(() => resolve(port));
+    });
   });
 }
