@@ -38,7 +38,7 @@ const cases: BadCase[] = [
     name: 'misspelt key',
     file: { mqttPort: 1884 },
     code: 'COORD_ERR_CONFIG_INVALID',
-    expect: ['mqttPort (from file', 'unknown key', 'got 1884', 'known keys here: thingName, dataDir, logLevel, listeners, broker, shadows, tasks, deployments, devices, admin, shutdownTimeoutMs'],
+    expect: ['mqttPort (from file', 'unknown key', 'got 1884', 'known keys here: thingName, dataDir, logLevel, listeners, broker, shadows, tasks, deployments, devices, cloud, admin, shutdownTimeoutMs'],
   },
   {
     name: 'thing name with characters AWS does not allow',
