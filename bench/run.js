@@ -17,6 +17,7 @@ import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { brokerThroughput } from './broker-throughput.js';
 import { deployment } from './deployment.js';
+import { devices } from './devices.js';
 import { idleRss } from './idle-rss.js';
 import { shadowUpdates } from './shadow-updates.js';
 import { taskRuntime } from './task-runtime.js';
@@ -29,6 +30,7 @@ const BENCHMARKS = [
   { name: 'shadow-updates', run: shadowUpdates },
   { name: 'task-runtime', run: taskRuntime },
   { name: 'deployment', run: deployment },
+  { name: 'devices', run: devices },
 ];
 
 const RESULTS_FILE = join(BENCH_DIR, 'results.json');
