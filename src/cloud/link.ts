@@ -28,6 +28,7 @@ export class CloudLink {
   readonly #deliver: (topic: string, payload: Buffer) => void;
   #draining = false;
   #again = false;
+  readonly #batchTimeoutMs: number;
   /** Spooled messages published upstream: sent, and acknowledged since this connection came up. */
   readonly spooled = { sent: 0, delivered: 0 };
 
@@ -36,6 +37,7 @@ export class CloudLink {
     if (c.url === undefined) throw new Error('CloudLink needs cloud.url');
     this.#log = deps.log;
     this.#spool = deps.spool;
+    this.#batchTimeoutMs = c.requestTimeoutMs;
     this.#subscribe = c.subscribe;
     this.#deliver = deps.deliver;
     this.#connection = new CloudConnection(
@@ -107,12 +109,23 @@ export class CloudLink {
         const batch = this.#spool.peek(64, after);
         if (batch.length === 0) return;
         // MQTT.js sends in order; PUBACKs may complete in any order, so acknowledge the batch's last once all are in.
-        await Promise.all(
+        const sent = Promise.all(
           batch.map(async (m) => {
             await client.publishAsync(m.topic, Buffer.from(m.payload), { qos: 1 });
             this.spooled.sent++;
           }),
         );
+        // A link that dies mid-batch may never settle its publishes: bounded, so the drain cannot stall.
+        let timer: NodeJS.Timeout | undefined;
+        const limit = new Promise<never>((_resolve, reject) => {
+          timer = setTimeout(() => reject(new Error(`no PUBACK for a spool batch within ${this.#batchTimeoutMs} ms`)), this.#batchTimeoutMs);
+        });
+        try {
+          await Promise.race([sent, limit]);
+        } finally {
+          clearTimeout(timer);
+          sent.catch(() => undefined);
+        }
         after = batch[batch.length - 1]!.seq;
         await this.#spool.ack(after);
         this.spooled.delivered += batch.length;
@@ -120,6 +133,8 @@ export class CloudLink {
     } catch (err) {
       // The link went down mid-batch: what was not acknowledged stays spooled for the next connection.
       this.#log.info({ err, code: 'COORD_ERR_CLOUD_OFFLINE' }, 'spool drain paused');
+      // Still connected (a slow upstream): try again shortly; otherwise the next connection resumes it.
+      if (this.#connection.client) setTimeout(() => void this.#drain(), 1000).unref();
     } finally {
       this.#draining = false;
       if (this.#again) void this.#drain();
