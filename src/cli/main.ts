@@ -147,6 +147,27 @@ function deployCommands(): CommandSpec[] {
   ];
 }
 
+function shadowServiceCommands(): CommandSpec[] {
+  return [
+    {
+      words: ['shadow-service'],
+      summary: 'serve AWS-compatible device shadows on another MQTT broker (Mosquitto, a cluster, a coordinator), as its client; Ctrl-C stops it',
+      options: {
+        broker: { type: 'string', value: '<url>', description: 'the broker: mqtt://host:1883, mqtts://host:8883 (also tcp, ssl, ws, wss)' },
+        dataDir: { type: 'string', value: '<dir>', description: "the service's own data directory: database, admin socket, client id (default ./shadow-service)" },
+        clientId: { type: 'string', value: '<id>', description: 'MQTT client id of its persistent session (default: generated once, kept in <data-dir>/client-id)' },
+        username: { type: 'string', value: '<user>', description: 'MQTT user name' },
+        password: { type: 'string', value: '<password>', description: 'MQTT password (or the SHADOW_SERVICE_PASSWORD environment variable, kept out of ps)' },
+        ca: { type: 'string', value: '<file>', description: "PEM CA certificate(s) to verify the broker's certificate" },
+        cert: { type: 'string', value: '<file>', description: 'PEM client certificate (with --key)' },
+        key: { type: 'string', value: '<file>', description: 'PEM private key of the client certificate' },
+        logLevel: { type: 'string', value: '<level>', description: 'fatal, error, warn, info, debug, trace or silent (default info)' },
+      },
+      run: async (values) => (await import('./shadow-service.js')).runShadowService(values),
+    },
+  ];
+}
+
 function cloudCommands(): CommandSpec[] {
   return [
     {
@@ -278,6 +299,7 @@ const COMMANDS: readonly CommandSpec[] = [
   ...deviceCommands(),
   ...simulateCommands(),
   ...cloudCommands(),
+  ...shadowServiceCommands(),
   {
     words: ['config', 'check'],
     args: ['<file>'],
