@@ -16,6 +16,7 @@ import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { brokerThroughput } from './broker-throughput.js';
+import { cloud } from './cloud.js';
 import { deployment } from './deployment.js';
 import { devices } from './devices.js';
 import { idleRss } from './idle-rss.js';
@@ -30,6 +31,7 @@ const BENCHMARKS = [
   { name: 'shadow-updates', run: shadowUpdates },
   { name: 'task-runtime', run: taskRuntime },
   { name: 'deployment', run: deployment },
+  { name: 'cloud', run: cloud },
   { name: 'devices', run: devices },
 ];
 

@@ -10,6 +10,7 @@ import { EventEmitter } from 'node:events';
 import { readFileSync } from 'node:fs';
 import mqtt, { type IClientOptions, type MqttClient } from 'mqtt';
 import type { Logger } from '../log/logger.js';
+import { noDelay } from './no-delay.js';
 
 /** Where the link stands. */
 export type LinkState = 'connecting' | 'connected' | 'offline' | 'stopped';
@@ -106,6 +107,9 @@ export class CloudConnection extends EventEmitter<ConnectionEvents> {
     }
     this.#client = client;
     client.on('connect', (connack) => {
+      // Request/response over small packets: Nagle's algorithm with the peer's delayed ACKs would add
+      // ~40 ms to every answer (measured: 20 shadow updates/s instead of hundreds).
+      noDelay(client);
       this.#attempt = 0;
       this.connects++;
       this.#lastError = undefined;

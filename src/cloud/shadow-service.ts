@@ -16,6 +16,7 @@ import mqtt, { type IClientOptions, type IPublishPacket, type MqttClient } from 
 import { startAdminServer, type AdminRoutes, type AdminServer } from '../admin/server.js';
 import { ADMIN_SOCKET_FILE } from '../admin/socket.js';
 import type { Logger } from '../log/logger.js';
+import { noDelay } from './no-delay.js';
 import { shadowRoutes } from '../shadow/admin-routes.js';
 import { ShadowService } from '../shadow/service.js';
 import { answerShadowRequest, forwardShadowEvents, parseRequestTopic, SHADOW_REQUEST_FILTERS, type ShadowAnswering } from '../shadow/topics.js';
@@ -156,6 +157,9 @@ export class BrokerShadowService {
     const client = this.#client;
     const o = this.options;
     client.on('connect', (connack) => {
+      // Request/response over small packets: Nagle's algorithm with the peer's delayed ACKs would add
+      // ~40 ms to every answer (measured: 20 shadow updates/s instead of hundreds).
+      noDelay(client);
       this.#attempt = 0;
       this.#lastError = undefined;
       client.options.reconnectPeriod = o.reconnectMinMs;
