@@ -2,7 +2,7 @@
 import type { CoordinatorConfig } from '../config/schema.js';
 import { Coordinator } from '../coordinator.js';
 import { createLogger, type Logger } from '../log/logger.js';
-import { EXIT } from './common.js';
+import { supervise } from './supervise.js';
 
 /** Starts the coordinator and wires signals; resolves once it is serving. */
 export async function runStart(config: CoordinatorConfig): Promise<void> {
@@ -11,39 +11,5 @@ export async function runStart(config: CoordinatorConfig): Promise<void> {
   const log: Logger = createLogger({ level: config.logLevel });
   const coordinator = await Coordinator.start(config, log);
 
-  let stopping = false;
-  const shutdown = (signal: NodeJS.Signals): void => {
-    if (stopping) return;
-    stopping = true;
-    log.info({ signal }, 'shutdown requested');
-    const deadline = setTimeout(() => {
-      log.error({ code: 'COORD_ERR_SHUTDOWN_TIMEOUT', timeoutMs: config.shutdownTimeoutMs }, 'graceful shutdown timed out; exiting');
-      process.exit(EXIT.failure);
-    }, config.shutdownTimeoutMs);
-    deadline.unref();
-    coordinator.stop().then(
-      () => {
-        clearTimeout(deadline);
-        process.exit(EXIT.ok);
-      },
-      (err: unknown) => {
-        log.error({ err, code: 'COORD_ERR_INTERNAL' }, 'shutdown failed');
-        process.exit(EXIT.failure);
-      },
-    );
-  };
-  process.on('SIGINT', shutdown);
-  process.on('SIGTERM', shutdown);
-
-  // A rejected promise nobody awaited is a bug, not a reason to drop every device connection.
-  process.on('unhandledRejection', (reason) => log.error({ err: reason, code: 'COORD_ERR_INTERNAL' }, 'unhandled promise rejection'));
-  process.on('uncaughtException', (err) => {
-    // State may be inconsistent now: persist what was acknowledged, then exit for the supervisor to restart.
-    log.fatal({ err, code: 'COORD_ERR_INTERNAL' }, 'uncaught exception; exiting');
-    try {
-      coordinator.store.close();
-    } finally {
-      process.exit(EXIT.failure);
-    }
-  });
+  supervise({ stop: () => coordinator.stop(), closeStore: () => coordinator.store.close() }, log, config.shutdownTimeoutMs);
 }
