@@ -30,7 +30,7 @@ const reportedOf = (c: Coordinator, thing: string, name?: string): Record<string
   c.shadows.document(name === undefined ? { thing } : { thing, name })?.state.reported;
 
 describe('cloud link to an upstream coordinator', () => {
-  it('receives a deployment through the upstream and reports SUCCEEDED back; reconciles conflicts by the rules; goes quiet when idle', async () => {
+  it('receives a deployment through the upstream and reports SUCCEEDED back; reconciles conflicts by the rules; syncs deletes; goes quiet when idle', async () => {
     const { coordinator: upstream, url } = await startInProcess({ thingName: 'cloud' });
     const { coordinator: gw } = await startInProcess({
       thingName: 'gw-nested',
@@ -71,6 +71,14 @@ describe('cloud link to an upstream coordinator', () => {
     expect(again.shadows.document({ thing: 'room-1' })?.state.desired).toEqual({ targetC: 23 });
     await until('reported from the gateway', () => (reportedOf(upstream, 'room-1')?.temperatureC === 17 ? true : undefined));
     expect(reportedOf(upstream, 'room-1')).toEqual({ temperatureC: 17 });
+
+    // Deletes travel too: the gateway deletes its shadow, the cloud's goes; the cloud recreates it, the gateway's comes back.
+    await again.shadows.delete({ thing: 'room-1' });
+    await until('the cloud copy deleted', () => (upstream.shadows.document({ thing: 'room-1' }) === undefined ? true : undefined));
+    await upstream.shadows.update({ thing: 'room-1' }, { state: { desired: { targetC: 20 } } });
+    await until('recreated on the gateway', () => (again.shadows.document({ thing: 'room-1' })?.state.desired?.targetC === 20 ? true : undefined));
+    await again.shadows.update({ thing: 'room-1' }, { state: { reported: { temperatureC: 20 } } });
+    await until('reported upstream again', () => (reportedOf(upstream, 'room-1')?.temperatureC === 20 ? true : undefined));
 
     // Idle: versions stop moving on both sides.
     await new Promise((r) => setTimeout(r, 500));
