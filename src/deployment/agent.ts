@@ -358,9 +358,10 @@ export class DeploymentAgent {
       await this.#finish(run, seq, 'SUCCEEDED', `running since ${new Date().toISOString()}`, null, seq);
       return;
     }
-    this.#deps.log.warn({ deployment: run.id, reason: failure, code: 'COORD_ERR_DEPLOY_UNHEALTHY' }, `deployment ${run.id} is unhealthy; rolling back`);
     // Recorded first: killed during the rollback, the next start finishes it instead of trying the set again.
     await this.#deps.records.update(seq, { step: 'rollback', reason: failure });
+    // Logged once durable: whoever reads this line (an operator, the crash test) may rely on it.
+    this.#deps.log.warn({ deployment: run.id, reason: failure, code: 'COORD_ERR_DEPLOY_UNHEALTHY' }, `deployment ${run.id} is unhealthy; rolling back`);
     await this.#rollBack(run, seq, failure, previous);
   }
 
