@@ -3,6 +3,7 @@
  * configured listeners.
  */
 import { Aedes, type Client, type PublishPacket } from 'aedes';
+import type { AedesPacket } from 'aedes-packet';
 import type { CoordinatorConfig } from '../config/schema.js';
 import { followDeviceConnections } from '../devices/connections.js';
 import { listenerTlsFiles } from '../devices/pki-files.js';
@@ -48,6 +49,142 @@ function listenerSpecs(config: CoordinatorConfig): ListenerSpec[] {
   return specs;
 }
 
+/** aedes' live delivery of one connection (Client#deliverQoS in lib/client.js). */
+type Deliver = (packet: AedesPacket, cb: () => void) => void;
+
+interface Connection {
+  readonly deliver: Deliver;
+  /** Live deliveries waiting for the queue replay to end; undefined once it has. */
+  held: AedesPacket[] | undefined;
+}
+
+interface Session {
+  /** Broker counters of messages a replay to this session has read, while a live copy may still come. */
+  readonly replayed: Set<number>;
+  /** Its connections still holding live deliveries (replay not finished). */
+  readonly holding: Set<Connection>;
+  /** Broker counters of messages delivered live to another of its connections meanwhile. */
+  readonly deliveredElsewhere: Set<number>;
+}
+
+/**
+ * Keeps the replay of a persistent session's queue and live deliveries from sending the same message.
+ *
+ * aedes' CONNECT sequence (lib/handlers/connect.js) first re-subscribes the session's stored
+ * subscriptions (restoreSubs: from then on matching messages are delivered live, Client#deliverQoS in
+ * lib/client.js), and only after CONNACK replays the stored queue (emptyQueue, a snapshot from
+ * persistence.outgoingStream). aedes queues every QoS 1/2 message for a persistent session
+ * (enqueueOffline) *before* it delivers it live (emitPacket), and our durable store makes that gap a whole
+ * group commit. So a message queued before the snapshot and emitted after restoreSubs goes out twice, and
+ * nothing relates the two copies (aedes' dedupe by broker counter only sees live deliveries): whichever
+ * comes second calls outgoingUpdate for a message the client may already have acknowledged
+ * (outgoingClearMessageId removed it), MemoryPersistence#outgoingUpdate throws 'no such packet' and aedes
+ * drops the client (emptyQueueFilter / writeQoS emit 'error'). Otherwise the message goes out twice in one
+ * connection, live copies overtake the replay, one can even precede CONNACK [MQTT-3.2.0-1], and a live
+ * copy can arrive after the replay of an *earlier* connection already delivered it and had it
+ * acknowledged. aedes 1.2 with aedes-persistence's memory store shows the same race, in a narrower window.
+ *
+ * The guard: (1) from authentication until aedes reports the connection ready ('clientReady', emitted once
+ * emptyQueue has sent the whole snapshot), live deliveries are held, then those that no replay has read
+ * and no other connection of the session (one being taken over [MQTT-3.1.4-2]) has been sent meanwhile go
+ * out in order, through aedes' own path; (2) a live copy of a message a replay of the session has read is
+ * dropped whenever it arrives. Dropped copies lose nothing: the message stays queued until acknowledged,
+ * and every replay sends what is queued.
+ */
+class ResumeGuard {
+  readonly #connections = new WeakMap<Client, Connection>();
+  readonly #sessions = new Map<string, Session>();
+  /** Our own messages' broker counter (messages from elsewhere, e.g. restored ones, never come live). */
+  readonly #counterOf: (packet: AedesPacket) => number | undefined;
+  readonly #inPipeline: ReadonlySet<number>;
+
+  constructor(counterOf: (packet: AedesPacket) => number | undefined, inPipeline: ReadonlySet<number>) {
+    this.#counterOf = counterOf;
+    this.#inPipeline = inPipeline;
+  }
+
+  /** A persistent session's connection is authenticated: aedes restores its subscriptions next. */
+  hold(client: Client): void {
+    const internals = client as unknown as { deliverQoS: Deliver };
+    const connection: Connection = { deliver: internals.deliverQoS, held: [] };
+    this.#connections.set(client, connection);
+    this.#session(client.id).holding.add(connection);
+    internals.deliverQoS = (packet, cb) => {
+      if (connection.held) connection.held.push(packet);
+      else if (!this.#wasReplayed(client.id, packet)) return this.#deliver(client.id, connection, packet, cb);
+      // Taken care of: do not keep mqemitter (every other subscriber) waiting meanwhile.
+      setImmediate(cb);
+    };
+    // A connection that never gets ready holds nothing any more once closed.
+    client.conn.once('close', () => this.#release(client.id, connection));
+  }
+
+  /** aedes' replay to `client` read `packet` from the session's queue (persistence onReplay). */
+  replayed(client: Client, packet: AedesPacket): void {
+    const counter = this.#counterOf(packet);
+    // A clean session's replay only empties the queue; its live deliveries never touch it.
+    if (counter !== undefined && this.#connections.has(client)) this.#session(client.id).replayed.add(counter);
+  }
+
+  /** aedes has replayed the queue to `client` ('clientReady'). */
+  ready(client: Client): void {
+    const connection = this.#connections.get(client);
+    const due = connection?.held;
+    if (!connection || !due) return;
+    connection.held = undefined;
+    const session = this.#sessions.get(client.id);
+    session?.holding.delete(connection);
+    for (const packet of due) {
+      const counter = this.#counterOf(packet);
+      const sent = counter !== undefined && (session?.replayed.has(counter) === true || session?.deliveredElsewhere.has(counter) === true);
+      if (!sent) this.#deliver(client.id, connection, packet, () => undefined);
+    }
+    this.#sweep();
+  }
+
+  #deliver(clientId: string, connection: Connection, packet: AedesPacket, cb: () => void): void {
+    // Another connection of this session (the one taking this one over, or being taken over) still holds
+    // live copies: it must not send this message too, whose acknowledgement here may clear it.
+    const session = this.#sessions.get(clientId);
+    const counter = this.#counterOf(packet);
+    if (session && session.holding.size > 0 && counter !== undefined) session.deliveredElsewhere.add(counter);
+    connection.deliver(packet, cb);
+  }
+
+  #wasReplayed(clientId: string, packet: AedesPacket): boolean {
+    const counter = this.#counterOf(packet);
+    return counter !== undefined && this.#sessions.get(clientId)?.replayed.has(counter) === true;
+  }
+
+  #session(clientId: string): Session {
+    let session = this.#sessions.get(clientId);
+    if (!session) {
+      session = { replayed: new Set(), holding: new Set(), deliveredElsewhere: new Set() };
+      this.#sessions.set(clientId, session);
+    }
+    return session;
+  }
+
+  #release(clientId: string, connection: Connection): void {
+    connection.held = undefined;
+    if (this.#sessions.get(clientId)?.holding.delete(connection)) this.#sweep();
+  }
+
+  /**
+   * Once no connection of a session holds live copies, only messages still in their publish pipeline can
+   * still arrive live: the rest is forgotten. Every session is swept, so none lingers for a client that
+   * does not come back.
+   */
+  #sweep(): void {
+    for (const [id, session] of this.#sessions) {
+      if (session.holding.size > 0) continue;
+      session.deliveredElsewhere.clear();
+      for (const counter of session.replayed) if (!this.#inPipeline.has(counter)) session.replayed.delete(counter);
+      if (session.replayed.size === 0) this.#sessions.delete(id);
+    }
+  }
+}
+
 /**
  * Starts aedes on the store and binds every enabled listener. With a device registry, devices
  * authenticate (certificate, development password) and get their policies; without one every client
@@ -78,6 +215,8 @@ export async function startBroker(config: CoordinatorConfig, store: Store, log: 
       }
     },
     onRestoreError: (what, err) => log.error({ code: 'COORD_ERR_STORE_RESTORE', what, err }, 'stored broker state skipped at start-up'),
+    markRedeliveries: true,
+    onReplay: (client, packet) => resumes.replayed(client, packet),
     onQueued: (brokerId, brokerCounter) => {
       if (brokerId !== aedes.id) return;
       const held = heldPubacks.get(brokerCounter);
@@ -88,6 +227,9 @@ export async function startBroker(config: CoordinatorConfig, store: Store, log: 
   });
   /** PUBACKs waiting for their message's durable writes, by the broker counter aedes gave the message. */
   const heldPubacks = new Map<number, { conn: Client['conn']; messageId: number }>();
+  /** Broker counters of QoS 1/2 messages from publish() to the end of their pipeline (live delivery included). */
+  const inPipeline = new Set<number>();
+  const resumes = new ResumeGuard((packet) => (packet.brokerId === aedes.id ? packet.brokerCounter : undefined), inPipeline);
 
   const aedes = new Aedes({
     persistence,
@@ -105,6 +247,8 @@ export async function startBroker(config: CoordinatorConfig, store: Store, log: 
         if (!err && ok) {
           const existing = clientMap()[client.id];
           if (existing && existing !== client) presence.markTakeover(existing);
+          // Before aedes restores the session's subscriptions (the next steps of its CONNECT sequence).
+          if (!client.clean) resumes.hold(client);
         }
         done(err, ok);
       });
@@ -120,6 +264,8 @@ export async function startBroker(config: CoordinatorConfig, store: Store, log: 
     authorizeForward: authorizer.authorizeForward,
   });
   presence.attach(aedes);
+
+  aedes.on('clientReady', (client) => resumes.ready(client));
   // aedes keeps connected clients in a public-but-untyped map; read it in one place.
   const clientMap = (): Record<string, Client> => (aedes as unknown as { clients: Record<string, Client> }).clients;
   if (devices) {
@@ -129,24 +275,30 @@ export async function startBroker(config: CoordinatorConfig, store: Store, log: 
   // aedes runs a message's pipeline from broker.publish, called right after the (held) PUBACK: retained
   // copy, then offline queues (persistence.outgoingEnqueueCombi, reached for every QoS 1 message), then
   // delivery. The PUBACK is released when the queueing is durable (onQueued above), never waiting for
-  // delivery: a slow subscriber must not hold a publisher's acknowledgements.
+  // delivery: a slow subscriber must not hold a publisher's acknowledgements. Every QoS 1/2 message is in
+  // inPipeline until its pipeline, live delivery included, has ended (see ResumeGuard).
   type PublishFn = (packet: PublishPacket, client?: Client | null | ((err?: Error) => void), done?: (err?: Error) => void) => void;
   const publish = aedes.publish.bind(aedes) as unknown as PublishFn;
   const counter = (): number => (aedes as unknown as { counter: number }).counter;
-  (aedes as unknown as { publish: PublishFn }).publish = (packet, client, done) => {
-    if (!(client && typeof client === 'object' && packet.qos === 1 && typeof packet.messageId === 'number')) {
-      publish(packet, client, done);
+  (aedes as unknown as { publish: PublishFn }).publish = (packet, clientOrDone, maybeDone) => {
+    const client = typeof clientOrDone === 'function' ? null : (clientOrDone ?? null);
+    const done = typeof clientOrDone === 'function' ? clientOrDone : maybeDone;
+    if (!packet.qos) {
+      publish(packet, client, done); // QoS 0: never queued, nothing to acknowledge
       return;
     }
     // publish() stamps the message with the next broker counter synchronously (aedes-packet), before any
     // persistence call can complete; if the counter did not move, aedes refused the packet outright.
     const expected = counter() + 1;
-    const entry = { conn: client.conn, messageId: packet.messageId };
+    const gated = client && packet.qos === 1 && typeof packet.messageId === 'number' ? { conn: client.conn, messageId: packet.messageId } : undefined;
     publish(packet, client, (err) => {
+      inPipeline.delete(expected);
       if (err) heldPubacks.delete(expected); // never released: the client retries, as QoS 1 allows
       done?.(err);
     });
-    if (counter() >= expected && heldPubacks.get(expected) === undefined) heldPubacks.set(expected, entry);
+    if (counter() < expected) return;
+    inPipeline.add(expected);
+    if (gated && heldPubacks.get(expected) === undefined) heldPubacks.set(expected, gated);
   };
 
   aedes.on('clientError', (client, err) => {

@@ -15,6 +15,7 @@
  * MemoryPersistence#outgoingUpdate's matching rules is the one place where the two implement the same
  * decision twice; restore therefore never trusts it and re-creates the queue row by row.
  */
+import { Readable } from 'node:stream';
 import type { Aedes, Client } from 'aedes';
 import type { AedesPacket } from 'aedes-packet';
 import MemoryPersistence from 'aedes-persistence/asyncPersistence.js';
@@ -61,6 +62,14 @@ export interface DurablePersistenceOptions {
    * sessions to queue for, too) as the last durable step of its publish pipeline, after the retained copy.
    */
   readonly onQueued?: (brokerId: string, brokerCounter: number) => void;
+  /**
+   * Replay a queued PUBLISH that already has a packet id with DUP set [MQTT-3.3.1-1] (aedes never sets
+   * it). Off by default: aedes-persistence's conformance suite expects outgoingStream to return the
+   * stored packets unchanged; the stored packet is never changed either way.
+   */
+  readonly markRedeliveries?: boolean;
+  /** Told about every message aedes replays from a session's queue (see outgoingStream), as it is read. */
+  readonly onReplay?: (client: Client, packet: AedesPacket) => void;
 }
 
 /** aedes persistence backed by memory for speed and the embedded database for durability. */
@@ -232,6 +241,27 @@ export class DurablePersistence extends MemoryPersistence {
     return both(memory, durable);
   }
 
+  /**
+   * The queue of a session as it is now. aedes reads it once per connection, in emptyQueue
+   * (lib/handlers/connect.js) right after CONNACK, and sends every entry. Live deliveries to the session's
+   * restored subscriptions started before that, so a message can be in this snapshot *and* be delivered
+   * live: every replayed message is reported (onReplay) for the broker to drop its live copy (./broker.ts).
+   */
+  override outgoingStream(client: Client): Readable {
+    const source = super.outgoingStream(client) as AsyncIterable<Packet>;
+    const { markRedeliveries, onReplay } = this.#options;
+    return Readable.from(
+      (async function* replay() {
+        for await (const packet of source) {
+          onReplay?.(client, packet);
+          // Sent before (it has a packet id) and not acknowledged: this is a re-delivery.
+          const resent = markRedeliveries === true && packet.cmd === 'publish' && typeof packet.messageId === 'number';
+          yield resent ? { ...packet, dup: true } : packet;
+        }
+      })(),
+    );
+  }
+
   override outgoingUpdate(client: Client, packet: AedesPacket): Promise<void> {
     const memory = super.outgoingUpdate(client, packet);
     const id = client.id;
@@ -258,6 +288,11 @@ export class DurablePersistence extends MemoryPersistence {
   }
 
   override outgoingClearMessageId(client: Client, packet: AedesPacket): Promise<AedesPacket> {
+    // Without a packet id this comes from aedes' Client#deliverQoS (lib/client.js) deciding not to forward
+    // a live message (its dedupe, or authorizeForward refusing it). MemoryPersistence would remove the
+    // first queued message not sent yet: another message, lost. It stays queued instead; the session's
+    // next replay forwards it or clears it (emptyQueueFilter asks authorizeForward, with a packet id).
+    if (typeof (packet as Packet | undefined)?.messageId !== 'number') return Promise.resolve(undefined as unknown as AedesPacket);
     const memory = super.outgoingClearMessageId(client, packet);
     const id = client.id;
     if (!this.#durableClients.has(id)) return memory;

@@ -97,6 +97,49 @@ describe('DurablePersistence', () => {
     store2.close();
   });
 
+  it('reports every message of a replay and, for the broker, marks the ones already sent as DUP without changing them', async () => {
+    const store = Store.open(mkdtempSync(join(tmpdir(), 'coord-replay-')), () => undefined);
+    const replayed: [string, number][] = [];
+    const p = new DurablePersistence(store, { ...options, markRedeliveries: true, onReplay: (c, pk) => void replayed.push([c.id, pk.brokerCounter]) });
+    await p.setup(fakeBroker);
+    const relay = persistent('relay');
+    await p.outgoingEnqueueCombi([{ clientId: 'relay' }], packet('cmd/1', 'one', 1));
+    await p.outgoingEnqueueCombi([{ clientId: 'relay' }], packet('cmd/2', 'two', 2));
+    await p.outgoingUpdate(relay, { ...packet('cmd/1', 'one', 1), messageId: 7 }); // sent, not acknowledged
+
+    const first = await drain(p.outgoingStream(relay) as AsyncIterable<Stored & { dup: boolean }>);
+    expect(first.map((m) => [m.topic, m.messageId, m.dup])).toEqual([
+      ['cmd/1', 7, true], // [MQTT-3.3.1-1] a re-delivery
+      ['cmd/2', undefined, false],
+    ]);
+    expect(replayed).toEqual([
+      ['relay', 1],
+      ['relay', 2],
+    ]);
+    store.close();
+    // Off by default: aedes-persistence's conformance suite expects the stored packets back unchanged.
+    const plainStore = Store.open(mkdtempSync(join(tmpdir(), 'coord-replay-')), () => undefined);
+    const plain = new DurablePersistence(plainStore, options);
+    await plain.setup(fakeBroker);
+    await plain.outgoingEnqueueCombi([{ clientId: 'relay' }], packet('cmd/1', 'one', 1));
+    await plain.outgoingUpdate(relay, { ...packet('cmd/1', 'one', 1), messageId: 7 });
+    expect((await drain(plain.outgoingStream(relay) as AsyncIterable<Stored & { dup: boolean }>)).map((m) => m.dup)).toEqual([false]);
+    plainStore.close();
+  });
+
+  it('does not take a clear without a packet id (aedes not forwarding a live copy) for some other queued message', async () => {
+    const store = Store.open(mkdtempSync(join(tmpdir(), 'coord-noid-')), () => undefined);
+    const p = new DurablePersistence(store, options);
+    await p.setup(fakeBroker);
+    const relay = persistent('relay');
+    await p.outgoingEnqueueCombi([{ clientId: 'relay' }], packet('cmd/1', 'one', 1));
+    await p.outgoingEnqueueCombi([{ clientId: 'relay' }], packet('cmd/2', 'two', 2));
+    // What Client#deliverQoS passes when authorizeForward refuses cmd/2: the live packet, no packet id.
+    expect(await p.outgoingClearMessageId(relay, packet('cmd/2', 'two', 2))).toBeUndefined();
+    expect((await drain(p.outgoingStream(relay) as AsyncIterable<Stored>)).map((m) => m.topic)).toEqual(['cmd/1', 'cmd/2']);
+    store.close();
+  });
+
   it('bounds the queue of a persistent session: the overflow is dropped for that session and counted', async () => {
     const store = Store.open(mkdtempSync(join(tmpdir(), 'coord-queue-')), () => undefined);
     const full: string[] = [];
