@@ -223,8 +223,7 @@ export function connectCloud(url: string, thing: string, proc: number, reports: 
   const tokens = new Set<string>();
   const replies = new Map<string, { task: string; tag: string }[]>();
   const listeners = new Set<() => void>();
-  // Reconnects on its own, as a cloud bridge would: the broker may drop a persistent session that
-  // reconnects while messages for it are being published (see the note in the crash test's report).
+  // Reconnects on its own, as a cloud bridge would (each restart of the coordinator drops the connection).
   const client = mqtt.connect(url, { clientId: CLOUD_CLIENT_ID, clean: false, reconnectPeriod: 100, connectTimeout: 5000, protocolVersion: 4 });
   client.on('error', (err) => debug(`cloud client (start ${proc}): ${err.message}`));
   client.on('close', () => debug(`cloud client (start ${proc}): connection closed`));
