@@ -32,14 +32,7 @@ const reportedOf = (c: Coordinator, thing: string, name?: string): Record<string
 describe('cloud link to an upstream coordinator', () => {
   it('receives a deployment through the upstream and reports SUCCEEDED back; reconciles conflicts by the rules; syncs deletes; goes quiet when idle', async () => {
     const { coordinator: upstream, url } = await startInProcess({ thingName: 'cloud' });
-    const { coordinator: gw } = await startInProcess({
-      thingName: 'gw-nested',
-      'cloud.url': url,
-      'cloud.reconnectMinMs': 50,
-      'cloud.reconnectMaxMs': 200,
-      'cloud.shadows': [{ thing: 'room-1', direction: 'both' }],
-      'deployments.healthWindowMs': 200,
-    });
+    const { coordinator: gw } = await startInProcess(gatewayOptions(url));
     await until('the link', () => (gw.cloud!.status().state === 'connected' ? true : undefined));
 
     // A deployment written upstream ("the cloud") runs on the gateway.
@@ -96,15 +89,19 @@ describe('cloud link to an upstream coordinator', () => {
 async function restartLink(gw: Coordinator, url: string): Promise<{ coordinator: Coordinator }> {
   const dataDir = gw.config.dataDir;
   await gw.stop();
-  return startInProcess({
-    dataDir,
+  return startInProcess({ dataDir, ...gatewayOptions(url) });
+}
+
+/** The nested gateway's settings: its upstream, quick reconnects, one synced shadow, a short health window. */
+function gatewayOptions(url: string): Record<string, unknown> {
+  return {
     thingName: 'gw-nested',
     'cloud.url': url,
     'cloud.reconnectMinMs': 50,
     'cloud.reconnectMaxMs': 200,
     'cloud.shadows': [{ thing: 'room-1', direction: 'both' }],
     'deployments.healthWindowMs': 200,
-  });
+  };
 }
 
 describe('cloud-bound messages through the spool', () => {
