@@ -141,10 +141,20 @@ export class Coordinator {
       // Cloud-bound messages are spooled durably whether or not a link is configured now: one that is
       // configured later sends them, in order.
       const spool = new CloudSpool(store, { maxBytes: config.cloud.spoolMaxBytes });
-      const toCloud = (topic: string, payload: Buffer, qos: 0 | 1): void => {
-        spool.append(topic, payload, qos).catch((err: unknown) => log.warn({ err, code: (err as { code?: string }).code, topic }, 'cloud-bound message not spooled'));
-      };
+      const toCloud = (topic: string, payload: Buffer, qos: 0 | 1): Promise<void> =>
+        spool.append(topic, payload, qos).then(
+          () => undefined,
+          (err: unknown) => {
+            const code = (err as { code?: string }).code;
+            log.warn({ err, code, topic }, 'cloud-bound message not spooled');
+            // A message the spool can never take is refused for good (logged, counted by nobody else);
+            // a failed write is not: the device's PUBACK is withheld and it sends the message again.
+            if (code !== 'COORD_ERR_CLOUD_SPOOL_TOO_LARGE' && code !== 'COORD_ERR_CLOUD_SPOOL_INVALID') throw err;
+          },
+        );
       tasks = new TaskRuntime({ config, log, store, aedes: broker.aedes, shadows, shadowLimits: limits, devices: actions, toCloud });
+      const runtime = tasks;
+      broker.onAccept((client, packet) => runtime.fromDevice(client.id, packet.topic, packet.payload as Buffer, packet.qos === 1 ? 1 : 0));
       tasks.start();
       const bundleStore = new ContentStore(join(config.dataDir, 'bundles'));
       const d = config.deployments;

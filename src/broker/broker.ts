@@ -31,9 +31,19 @@ export interface Broker {
    * stored subscription. Lets publishers skip building payloads nobody receives.
    */
   hasSubscribers: (topic: string) => boolean | Promise<boolean>;
+  /**
+   * Sets the step every PUBLISH a client sends goes through once authorized, before its PUBACK: for
+   * writes that must be durable when the client is told its message is safe (the cloud spool). A QoS 1
+   * PUBACK waits until the returned promise settles as well as the broker's own queues; if it rejects,
+   * the PUBACK is never sent and the client is disconnected, so it sends the message again [MQTT-4.3.2].
+   */
+  onAccept(step: AcceptStep): void;
   /** Disconnects every client, stops the listeners. The store is left to its owner. */
   close(): Promise<void>;
 }
+
+/** See Broker.onAccept. */
+export type AcceptStep = (client: Client, packet: PublishPacket) => Promise<unknown> | undefined;
 
 /** Topics remembered as having no subscriber (see hasSubscribers); bounded, cleared when full. */
 const MAX_UNHEARD_TOPICS = 10_000;
@@ -218,15 +228,22 @@ export async function startBroker(config: CoordinatorConfig, store: Store, log: 
     markRedeliveries: true,
     onReplay: (client, packet) => resumes.replayed(client, packet),
     onQueued: (brokerId, brokerCounter) => {
-      if (brokerId !== aedes.id) return;
-      const held = heldPubacks.get(brokerCounter);
-      if (!held) return;
-      heldPubacks.delete(brokerCounter);
-      releasePuback(held.conn, held.messageId);
+      if (brokerId === aedes.id) settle(brokerCounter);
     },
   });
-  /** PUBACKs waiting for their message's durable writes, by the broker counter aedes gave the message. */
-  const heldPubacks = new Map<number, { conn: Client['conn']; messageId: number }>();
+  /**
+   * PUBACKs waiting for their message's durable writes, by the broker counter aedes gave the message:
+   * the offline queues (onQueued) and, when the message has one, its accept step.
+   */
+  const heldPubacks = new Map<number, { conn: Client['conn']; messageId: number; waiting: number }>();
+  /** One of the durable writes of message `brokerCounter` is done: the last one releases its PUBACK. */
+  const settle = (brokerCounter: number): void => {
+    const held = heldPubacks.get(brokerCounter);
+    if (!held || --held.waiting > 0) return;
+    heldPubacks.delete(brokerCounter);
+    releasePuback(held.conn, held.messageId);
+  };
+  let acceptStep: AcceptStep | undefined;
   /** Broker counters of QoS 1/2 messages from publish() to the end of their pipeline (live delivery included). */
   const inPipeline = new Set<number>();
   const resumes = new ResumeGuard((packet) => (packet.brokerId === aedes.id ? packet.brokerCounter : undefined), inPipeline);
@@ -283,7 +300,10 @@ export async function startBroker(config: CoordinatorConfig, store: Store, log: 
   (aedes as unknown as { publish: PublishFn }).publish = (packet, clientOrDone, maybeDone) => {
     const client = typeof clientOrDone === 'function' ? null : (clientOrDone ?? null);
     const done = typeof clientOrDone === 'function' ? clientOrDone : maybeDone;
+    // Started before the broker's own writes, in arrival order: both go into the same group commit.
+    const accepted = client && acceptStep ? acceptStep(client, packet) : undefined;
     if (!packet.qos) {
+      accepted?.catch(() => undefined); // QoS 0: nothing to acknowledge; the step logged its failure
       publish(packet, client, done); // QoS 0: never queued, nothing to acknowledge
       return;
     }
@@ -296,9 +316,21 @@ export async function startBroker(config: CoordinatorConfig, store: Store, log: 
       if (err) heldPubacks.delete(expected); // never released: the client retries, as QoS 1 allows
       done?.(err);
     });
-    if (counter() < expected) return;
+    if (counter() < expected) {
+      accepted?.catch(() => undefined);
+      return;
+    }
     inPipeline.add(expected);
-    if (gated && heldPubacks.get(expected) === undefined) heldPubacks.set(expected, gated);
+    if (gated && heldPubacks.get(expected) === undefined) heldPubacks.set(expected, { ...gated, waiting: accepted ? 2 : 1 });
+    accepted?.then(
+      () => settle(expected),
+      (err: unknown) => {
+        // Not durable: this PUBACK must never go. The client resends after reconnecting [MQTT-4.4.0-1].
+        if (!heldPubacks.delete(expected) || !client) return;
+        log.warn({ err, clientId: client.id, topic: packet.topic, code: 'COORD_ERR_STORE_WRITE' }, 'accepted message not made durable; disconnecting its publisher so that it resends');
+        client.close();
+      },
+    );
   };
 
   aedes.on('clientError', (client, err) => {
@@ -371,6 +403,9 @@ export async function startBroker(config: CoordinatorConfig, store: Store, log: 
     clients,
     hasSubscribers,
     droppedMessages: () => persistence.droppedMessages,
+    onAccept: (step) => {
+      acceptStep = step;
+    },
     shadowAccess: (clientId, thing, op, name) =>
       authorizer.shadowAccess(clientId === undefined ? undefined : clientMap()[clientId], thing, op, name),
     close: async () => {

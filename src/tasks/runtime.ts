@@ -11,7 +11,7 @@
 import { isUtf8 } from 'node:buffer';
 import { EventEmitter } from 'node:events';
 import { cpus } from 'node:os';
-import type { Aedes, AedesPublishPacket, Client } from 'aedes';
+import type { Aedes } from 'aedes';
 import type { CoordinatorConfig } from '../config/schema.js';
 import { CoordinatorError, isCoordinatorError } from '../errors.js';
 import type { Logger } from '../log/logger.js';
@@ -60,8 +60,11 @@ export interface TaskRuntimeDeps {
   readonly shadowLimits: ShadowLimits;
   /** Device actions through profiles (ctx.devices.invoke). */
   readonly devices?: DeviceActions;
-  /** Puts a cloud-bound message in the durable spool (routes with target `cloud`). */
-  readonly toCloud?: (topic: string, payload: Buffer, qos: 0 | 1) => void;
+  /**
+   * Puts a cloud-bound message in the durable spool (routes with target `cloud`); settles once it is
+   * durable (or refused and logged): a device's PUBACK waits for it.
+   */
+  readonly toCloud?: (topic: string, payload: Buffer, qos: 0 | 1) => Promise<void>;
 }
 
 const shadowPrefix = (id: ShadowId): string => `$aws/things/${id.thing}/shadow${id.name === undefined ? '' : `/name/${id.name}`}`;
@@ -105,10 +108,8 @@ export class TaskRuntime extends EventEmitter<TaskRuntimeEvents> {
   #installing: Promise<unknown> = Promise.resolve();
   /** Messages from tasks that matched no route. */
   unrouted = 0;
-  readonly #onPublish = (packet: AedesPublishPacket, client: Client | null): void => {
-    // Our own publishes (client null) were routed where they were made; no routes, no work per message.
-    if (client && this.#routes.routes.length > 0) this.#route({ kind: 'device', id: client.id }, packet.topic, packet.payload as Buffer, packet.qos === 1 ? 1 : 0);
-  };
+  /** Set by stop(): device messages no longer follow routes. */
+  #stopped = false;
   readonly #onDelta = (id: ShadowId, payload: Record<string, unknown>): void => this.#shadowDelta(id, payload);
 
   /** Invocations executing per task version: replaced versions are unloaded once theirs finish. */
@@ -126,7 +127,7 @@ export class TaskRuntime extends EventEmitter<TaskRuntimeEvents> {
       state: new TaskStateStore(deps.store, { maxBytesPerTask: t.stateMaxBytes, maxKeyBytes: 256 }),
       coordinatorThing: deps.config.thingName,
       limits: { maxPayloadBytes: deps.config.broker.maxPayloadBytes, maxPublishesPerInvocation: t.maxPublishesPerInvocation, maxPublishesPerSecond: t.maxPublishesPerSecond },
-      publish: (task, topic, payload, qos) => this.#route({ kind: 'task', id: task }, topic, payload, qos),
+      publish: (task, topic, payload, qos) => this.#routeOnly({ kind: 'task', id: task }, topic, payload, qos),
       ...(deps.devices ? { devices: deps.devices } : {}),
     });
     this.#host = new TaskHost({
@@ -168,7 +169,6 @@ export class TaskRuntime extends EventEmitter<TaskRuntimeEvents> {
    * installed: a gateway without tasks does not pay for it.
    */
   start(): void {
-    this.#deps.aedes.on('publish', this.#onPublish);
     this.#deps.shadows.on('delta', this.#onDelta);
   }
 
@@ -306,9 +306,21 @@ export class TaskRuntime extends EventEmitter<TaskRuntimeEvents> {
     return new Map([...this.#installed].map(([name, i]) => [name, i.key]));
   }
 
+  /**
+   * A device's PUBLISH, accepted by the broker (its authorization passed), follows the routes whose
+   * source matches the device. Returns the durable spool writes of its cloud routes, if any: the broker
+   * holds the device's PUBACK until they settle, so a message the device was told is safe is on disk
+   * in the spool too, not only in the broker's queues (DESIGN.md §2).
+   */
+  fromDevice(clientId: string, topic: string, payload: Buffer, qos: 0 | 1): Promise<unknown> | undefined {
+    // No routes, no work per message.
+    if (this.#stopped || this.#routes.routes.length === 0) return undefined;
+    return this.#route({ kind: 'device', id: clientId }, topic, payload, qos);
+  }
+
   /** A message from the cloud (the link's subscriptions) follows the routes whose source is `cloud`. */
   fromCloud(topic: string, payload: Buffer, qos: 0 | 1): void {
-    this.#route({ kind: 'cloud' }, topic, payload, qos);
+    this.#routeOnly({ kind: 'cloud' }, topic, payload, qos);
   }
 
   /** Queues an invocation of `task`; resolves with its result. */
@@ -364,21 +376,31 @@ export class TaskRuntime extends EventEmitter<TaskRuntimeEvents> {
     this.#deps.log[level]({ task, invocationId, taskLog: true }, line.text);
   }
 
-  /** Sends a message along the routes its source and topic match. */
-  #route(source: MessageSource, topic: string, payload: Buffer, qos: 0 | 1): void {
+  /** #route for a source with no acknowledgement to hold: a failed spool write was logged by toCloud. */
+  #routeOnly(source: MessageSource, topic: string, payload: Buffer, qos: 0 | 1): void {
+    this.#route(source, topic, payload, qos)?.catch(() => undefined);
+  }
+
+  /**
+   * Sends a message along the routes its source and topic match. Returns the spool writes of its cloud
+   * routes (undefined when it has none).
+   */
+  #route(source: MessageSource, topic: string, payload: Buffer, qos: 0 | 1): Promise<unknown> | undefined {
     const hits = this.#routes.match(source, topic);
     if (hits.length === 0) {
       if (source.kind === 'task') {
         this.unrouted++;
         this.#deps.log.debug({ task: source.id, topic }, 'task message matched no route; delivered nowhere');
       }
-      return;
+      return undefined;
     }
     let event: MessageEvent | undefined;
+    let spooled: Promise<unknown> | undefined;
     for (const r of hits) {
       if (r.cloud) {
         // Durable first, then upstream when the link can: the spool orders, bounds and survives restarts.
-        if (this.#deps.toCloud) this.#deps.toCloud(topic, payload, qos);
+        // One append per message, however many cloud routes it matches.
+        if (this.#deps.toCloud) spooled ??= this.#deps.toCloud(topic, payload, qos);
         else this.#deps.log.warn({ code: 'COORD_ERR_CLOUD_OFFLINE', topic }, 'a route targets the cloud but no cloud spool is configured; message dropped');
         continue;
       }
@@ -397,6 +419,7 @@ export class TaskRuntime extends EventEmitter<TaskRuntimeEvents> {
       event ??= messageEvent(source, topic, payload, qos);
       this.#submit(r.task, event);
     }
+    return spooled;
   }
 
   #shadowDelta(id: ShadowId, payload: Record<string, unknown>): void {
@@ -414,7 +437,7 @@ export class TaskRuntime extends EventEmitter<TaskRuntimeEvents> {
       }
     }
     if (this.#routes.routes.some((r) => r.source === 'shadow' || r.source === '*')) {
-      this.#route({ kind: 'shadow' }, `${shadowPrefix(id)}/update/delta`, Buffer.from(JSON.stringify(payload)), 0);
+      this.#routeOnly({ kind: 'shadow' }, `${shadowPrefix(id)}/update/delta`, Buffer.from(JSON.stringify(payload)), 0);
     }
   }
 
@@ -458,7 +481,7 @@ export class TaskRuntime extends EventEmitter<TaskRuntimeEvents> {
 
   /** Stops triggers, cancels queued invocations, stops pinned tasks and the task host. */
   async stop(): Promise<void> {
-    this.#deps.aedes.off('publish', this.#onPublish);
+    this.#stopped = true;
     this.#deps.shadows.off('delta', this.#onDelta);
     this.#cron?.stop();
     await Promise.race([this.#scheduler.close(), new Promise((r) => setTimeout(r, 1000).unref())]);
