@@ -10,6 +10,7 @@ import type { ServerResponse } from 'node:http';
 import { createServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import mqtt, { type MqttClient } from 'mqtt';
+import { waitOnSignal } from './mqtt.js';
 
 /** CRASH_DEBUG=1 prints what the crash test does, with times. */
 export function debug(text: string): void {
@@ -245,23 +246,7 @@ export function connectCloud(url: string, thing: string, proc: number, reports: 
     }
     for (const l of [...listeners]) l();
   });
-  const waitFor = <T>(check: () => T | undefined, timeoutMs: number, what: string): Promise<T> =>
-    new Promise((resolve, reject) => {
-      const hit = check();
-      if (hit !== undefined) return resolve(hit);
-      const timer = setTimeout(() => {
-        listeners.delete(listener);
-        reject(new Error(`timed out after ${timeoutMs} ms waiting for ${what}`));
-      }, timeoutMs);
-      const listener = (): void => {
-        const r = check();
-        if (r === undefined) return;
-        clearTimeout(timer);
-        listeners.delete(listener);
-        resolve(r);
-      };
-      listeners.add(listener);
-    });
+  const waitFor = <T>(check: () => T | undefined, timeoutMs: number, what: string): Promise<T> => waitOnSignal(listeners, check, timeoutMs, () => what);
   return new Promise((resolve, reject) => {
     const failed = (err: Error): void => {
       client.end(true);

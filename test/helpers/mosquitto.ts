@@ -9,7 +9,7 @@ import { createConnection, createServer } from 'node:net';
 import { userInfo } from 'node:os';
 import { join } from 'node:path';
 import { afterAll } from 'vitest';
-import { CLI, tempDir, type LogLine } from './process.js';
+import { spawnCli, tempDir, type LogLine } from './process.js';
 
 const live = new Set<ChildProcess>();
 afterAll(() => {
@@ -157,61 +157,11 @@ export interface RunningShadowService {
  */
 export async function startShadowService(brokerUrl: string, options: { dataDir?: string; args?: string[] } = {}): Promise<RunningShadowService> {
   const dataDir = options.dataDir ?? tempDir('shadow-service-');
-  const proc = spawn(process.execPath, [CLI, 'shadow-service', '--broker', brokerUrl, '--data-dir', dataDir, ...(options.args ?? [])], {
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  live.add(proc);
-  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
-    proc.once('exit', (code, signal) => {
-      live.delete(proc);
-      resolve({ code, signal });
-    }),
-  );
-  const logs: LogLine[] = [];
-  const waiters = new Set<() => void>();
-  let stderr = '';
-  let buffer = '';
-  proc.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
-  proc.stdout.on('data', (chunk: Buffer) => {
-    buffer += chunk.toString();
-    let nl;
-    while ((nl = buffer.indexOf('\n')) >= 0) {
-      const text = buffer.slice(0, nl);
-      buffer = buffer.slice(nl + 1);
-      try {
-        logs.push(JSON.parse(text) as LogLine);
-      } catch {
-        logs.push({ msg: text });
-      }
-    }
-    for (const w of [...waiters]) w();
-  });
-
-  const waitForLog: RunningShadowService['waitForLog'] = (pred, { nth = 1, timeoutMs = 10_000 } = {}) =>
-    new Promise((resolve, reject) => {
-      const check = (): boolean => {
-        const hit = logs.filter(pred)[nth - 1];
-        if (hit) resolve(hit);
-        return hit !== undefined;
-      };
-      if (check()) return;
-      const timer = setTimeout(() => {
-        waiters.delete(waiter);
-        reject(new Error(`shadow-service log line #${nth} not seen within ${timeoutMs} ms; stderr: ${stderr}\nlogs: ${logs.map((l) => l.msg).join(' | ')}`));
-      }, timeoutMs);
-      const waiter = (): void => {
-        if (check()) {
-          clearTimeout(timer);
-          waiters.delete(waiter);
-        }
-      };
-      waiters.add(waiter);
-    });
-
+  const { proc, logs, exited, stderr, waitForLog } = spawnCli(['shadow-service', '--broker', brokerUrl, '--data-dir', dataDir, ...(options.args ?? [])]);
   await Promise.race([
     waitForLog((l) => l.msg === 'serving shadow requests', { timeoutMs: 15_000 }),
     exited.then(({ code }) => {
-      throw new Error(`shadow-service exited with ${String(code)} before serving: ${stderr}`);
+      throw new Error(`shadow-service exited with ${String(code)} before serving: ${stderr()}`);
     }),
   ]);
 

@@ -42,6 +42,29 @@ export function inbox(client: MqttClient): Inbox {
   return created;
 }
 
+/**
+ * Resolves with the first defined result of `check`, run now and each time a listener in `signal` is
+ * called (the caller calls them when something arrived); rejects after `timeoutMs` naming `what()`.
+ */
+export function waitOnSignal<T>(signal: Set<() => void>, check: () => T | undefined, timeoutMs: number, what: () => string): Promise<T> {
+  return new Promise((resolve, reject) => {
+    const hit = check();
+    if (hit !== undefined) return resolve(hit);
+    const timer = setTimeout(() => {
+      signal.delete(listener);
+      reject(new Error(`timed out after ${timeoutMs} ms waiting for ${what()}`));
+    }, timeoutMs);
+    const listener = (): void => {
+      const r = check();
+      if (r === undefined) return;
+      clearTimeout(timer);
+      signal.delete(listener);
+      resolve(r);
+    };
+    signal.add(listener);
+  });
+}
+
 function createInbox(client: MqttClient): Inbox {
   const messages: Inbox['messages'] = [];
   const listeners = new Set<() => void>();
@@ -50,23 +73,7 @@ function createInbox(client: MqttClient): Inbox {
     for (const l of [...listeners]) l();
   });
   const waitFor = <T>(check: () => T | undefined, timeoutMs: number, what: string): Promise<T> =>
-    new Promise((resolve, reject) => {
-      const hit = check();
-      if (hit !== undefined) return resolve(hit);
-      const timer = setTimeout(() => {
-        listeners.delete(listener);
-        reject(new Error(`timed out waiting for ${what}; got ${messages.map((m) => m.topic).join(', ')}`));
-      }, timeoutMs);
-      const listener = (): void => {
-        const r = check();
-        if (r !== undefined) {
-          clearTimeout(timer);
-          listeners.delete(listener);
-          resolve(r);
-        }
-      };
-      listeners.add(listener);
-    });
+    waitOnSignal(listeners, check, timeoutMs, () => `${what}; got ${messages.map((m) => m.topic).join(', ')}`);
   const taken = new Set<number>();
   return {
     messages,

@@ -42,13 +42,21 @@ export interface RunningCoordinator {
   waitForLog(pred: (l: LogLine) => boolean, timeoutMs?: number): Promise<LogLine>;
 }
 
-/** Spawns `coordinator start` on a free port and waits until it is ready. */
-export async function startCoordinator(options: { dataDir?: string; args?: string[]; env?: NodeJS.ProcessEnv } = {}): Promise<RunningCoordinator> {
-  const dataDir = options.dataDir ?? tempDir();
-  const proc = spawn(process.execPath, [CLI, 'start', '--mqtt-port', '0', '--data-dir', dataDir, ...(options.args ?? [])], {
-    env: { ...process.env, ...options.env },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
+/** A CLI process whose JSON log lines (stdout) are collected as they come. */
+export interface LoggedProcess {
+  readonly proc: ChildProcess;
+  readonly logs: LogLine[];
+  /** How the process ended. */
+  readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+  /** What it wrote on stderr so far. */
+  readonly stderr: () => string;
+  /** Resolves with the n-th log line (1-based, seen or future) matching `pred`. */
+  readonly waitForLog: (pred: (l: LogLine) => boolean, options?: { nth?: number; timeoutMs?: number }) => Promise<LogLine>;
+}
+
+/** Spawns the CLI with `args`, killed after the test file if still running. */
+export function spawnCli(args: readonly string[], env?: NodeJS.ProcessEnv): LoggedProcess {
+  const proc = spawn(process.execPath, [CLI, ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
   live.add(proc);
   const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
     proc.once('exit', (code, signal) => {
@@ -57,7 +65,7 @@ export async function startCoordinator(options: { dataDir?: string; args?: strin
     }),
   );
   const logs: LogLine[] = [];
-  const waiters: { pred: (l: LogLine) => boolean; resolve: (l: LogLine) => void }[] = [];
+  const waiters = new Set<() => void>();
   let stderr = '';
   let buffer = '';
   proc.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
@@ -67,35 +75,47 @@ export async function startCoordinator(options: { dataDir?: string; args?: strin
     while ((nl = buffer.indexOf('\n')) >= 0) {
       const text = buffer.slice(0, nl);
       buffer = buffer.slice(nl + 1);
-      let line: LogLine;
       try {
-        line = JSON.parse(text) as LogLine;
+        logs.push(JSON.parse(text) as LogLine);
       } catch {
-        line = { msg: text };
-      }
-      logs.push(line);
-      for (const w of [...waiters]) {
-        if (w.pred(line)) {
-          waiters.splice(waiters.indexOf(w), 1);
-          w.resolve(line);
-        }
+        logs.push({ msg: text });
       }
     }
+    for (const w of [...waiters]) w();
   });
-
-  const waitForLog = (pred: (l: LogLine) => boolean, timeoutMs = 10_000): Promise<LogLine> => {
-    const seen = logs.find(pred);
-    if (seen) return Promise.resolve(seen);
-    return new Promise<LogLine>((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`log line not seen within ${timeoutMs} ms; stderr: ${stderr}`)), timeoutMs);
-      waiters.push({ pred, resolve: (l) => (clearTimeout(timer), resolve(l)) });
+  const waitForLog: LoggedProcess['waitForLog'] = (pred, { nth = 1, timeoutMs = 10_000 } = {}) =>
+    new Promise((resolve, reject) => {
+      const check = (): boolean => {
+        const hit = logs.filter(pred)[nth - 1];
+        if (hit) resolve(hit);
+        return hit !== undefined;
+      };
+      if (check()) return;
+      const timer = setTimeout(() => {
+        waiters.delete(waiter);
+        reject(new Error(`${args[0]}: log line #${nth} not seen within ${timeoutMs} ms; stderr: ${stderr}\nlogs: ${logs.map((l) => l.msg).join(' | ')}`));
+      }, timeoutMs);
+      const waiter = (): void => {
+        if (check()) {
+          clearTimeout(timer);
+          waiters.delete(waiter);
+        }
+      };
+      waiters.add(waiter);
     });
-  };
+  return { proc, logs, exited, stderr: () => stderr, waitForLog };
+}
+
+/** Spawns `coordinator start` on a free port and waits until it is ready. */
+export async function startCoordinator(options: { dataDir?: string; args?: string[]; env?: NodeJS.ProcessEnv } = {}): Promise<RunningCoordinator> {
+  const dataDir = options.dataDir ?? tempDir();
+  const { proc, logs, exited, stderr, waitForLog: waitForNth } = spawnCli(['start', '--mqtt-port', '0', '--data-dir', dataDir, ...(options.args ?? [])], options.env);
+  const waitForLog = (pred: (l: LogLine) => boolean, timeoutMs = 10_000): Promise<LogLine> => waitForNth(pred, { timeoutMs });
 
   const ready = await Promise.race([
     waitForLog((l) => l.msg === 'coordinator ready', 15_000),
     exited.then(({ code }) => {
-      throw new Error(`coordinator exited with ${String(code)} before it was ready: ${stderr}`);
+      throw new Error(`coordinator exited with ${String(code)} before it was ready: ${stderr()}`);
     }),
   ]);
   void ready;
