@@ -299,6 +299,18 @@ export const ERRORS = {
     meaning: 'A cloud-bound message had a topic MQTT cannot publish (empty, wildcards, NUL, not UTF-8, over 65,535 bytes) or a QoS other than 0 or 1, or the spool was asked to ack a message it never held; nothing changed.',
     remedy: 'Publish to a plain topic name with QoS 0 or 1; an ack error is a bug of the cloud link: report it.',
   },
+  COORD_ERR_CLOUD_SPOOL_REJECTED: {
+    meaning: 'A cloud-bound message was set aside: the upstream closed the connection cloud.spoolRejectAfterDrops times in a row while that message alone was in flight, which is how AWS IoT Core answers a publish its policy refuses; it was moved to the bounded dead-letter table, counted as `rejected`, and the spool went on with the next message.',
+    remedy: "The log line names the topic: grant the gateway's upstream identity publish rights on it (AWS IoT policy, or the upstream coordinator's devices.policies), or stop routing that topic to the cloud; `coordinator cloud status` lists the latest set-aside messages.",
+  },
+  COORD_ERR_CLOUD_AUTH: {
+    meaning: "The upstream refused the cloud link's connection: CONNACK 2, 4 or 5 (client id, credentials or not authorized), or the TLS handshake failed over a certificate (none sent, one the upstream does not trust, or an upstream server certificate the gateway does not trust); the link stays down and retries with backoff.",
+    remedy: 'Check cloud.certFile/cloud.keyFile (registered and active upstream, client id = thing name), cloud.caFile (the CA of the upstream server certificate) and cloud.username/password; `coordinator cloud status` shows the last error.',
+  },
+  COORD_ERR_CLOUD_TLS: {
+    meaning: 'A file named by cloud.caFile, cloud.certFile or cloud.keyFile cannot be read, holds no PEM certificate or key, or the key does not belong to the certificate; the coordinator does not start.',
+    remedy: 'Fix the path or the file named in the message (PEM certificate, unencrypted PEM private key, PEM CA bundle) and its permissions.',
+  },
   COORD_ERR_INTERNAL: {
     meaning: 'An unexpected internal failure; the process stays up where it safely can.',
     remedy: 'Report it with the log lines around it.',

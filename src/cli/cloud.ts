@@ -10,11 +10,23 @@ interface CloudStatusView {
   url?: string;
   clientId?: string;
   lastError?: string | null;
+  lastErrorCode?: string | null;
   connects?: number;
   sync?: { up: number; down: number; reconciled: number; conflicts: number; errors: number; shadows: { thing: string; name?: string; direction: string }[] };
+  spool?: {
+    messages: number;
+    bytes: number;
+    maxBytes: number;
+    acked: number;
+    evicted: number;
+    rejected: number;
+    suspect: { seq: number; drops: number } | null;
+    rejectAfterDrops: number;
+    recentRejected: { seq: number; topic: string; bytes: number; rejectedAt: number }[];
+  };
 }
 
-/** Prints the link's state, since when, the last error and the sync counters. */
+/** Prints the link's state, since when, the last error, the sync counters and the spool. */
 export async function runCloudStatus(flags: ConfigFlags & { socket?: string; json?: boolean }): Promise<void> {
   const socket = flags.socket ?? adminSocketPath(configFromFlags(flags));
   const s = await adminRequest<CloudStatusView>(socket, 'GET', '/v1/cloud');
@@ -27,9 +39,18 @@ export async function runCloudStatus(flags: ConfigFlags & { socket?: string; jso
   process.stdout.write(
     [
       `cloud link  ${s.state} since ${s.since ?? ''}  ${s.url ?? ''} as ${s.clientId ?? ''}  (${s.connects ?? 0} connections)`,
-      ...(s.lastError ? [`last error  ${s.lastError}`] : []),
+      ...(s.lastError ? [`last error  ${s.lastErrorCode ? `${s.lastErrorCode}: ` : ''}${s.lastError}`] : []),
       `sync        ${sync.up} up, ${sync.down} down, ${sync.reconciled} reconciles, ${sync.conflicts} conflicts, ${sync.errors} errors`,
       ...shadows.map((p) => `shadow      ${p.thing}${p.name ? `/${p.name}` : ''}  ${p.direction}`),
+      ...(s.spool ? spoolLines(s.spool) : []),
     ].join('\n') + '\n',
   );
+}
+
+function spoolLines(sp: NonNullable<CloudStatusView['spool']>): string[] {
+  return [
+    `spool       ${sp.messages} waiting (${sp.bytes} of ${sp.maxBytes} bytes), ${sp.acked} delivered, ${sp.evicted} evicted, ${sp.rejected} set aside`,
+    ...(sp.suspect ? [`suspect     seq ${sp.suspect.seq}: ${sp.suspect.drops} of ${sp.rejectAfterDrops} drops while alone in flight`] : []),
+    ...sp.recentRejected.map((r) => `set aside   seq ${r.seq} ${r.topic} (${r.bytes} bytes) at ${new Date(r.rejectedAt).toISOString()}`),
+  ];
 }

@@ -7,10 +7,11 @@
  * can watch and `coordinator cloud status` shows.
  */
 import { EventEmitter } from 'node:events';
-import { readFileSync } from 'node:fs';
 import mqtt, { type IClientOptions, type MqttClient } from 'mqtt';
+import type { ErrorCode } from '../errors.js';
 import type { Logger } from '../log/logger.js';
 import { noDelay } from './no-delay.js';
+import { loadCloudTls, type CloudTlsMaterial } from './tls-files.js';
 
 /** Where the link stands. */
 export type LinkState = 'connecting' | 'connected' | 'offline' | 'stopped';
@@ -34,13 +35,33 @@ export interface ConnectionOptions {
 export interface ConnectionEvents {
   /** Connected (again); `sessionPresent` false means the upstream forgot our subscriptions. */
   up: [client: MqttClient, sessionPresent: boolean];
-  down: [];
+  /** An established connection ended; `error` is why, when the client said (e.g. "Keepalive timeout"). */
+  down: [error: string | undefined];
+  /** An attempt ended before CONNACK: the upstream is unreachable or refused us. */
+  failed: [error: string | undefined];
   message: [topic: string, payload: Buffer];
+}
+
+/** MQTT.js's message when the upstream stopped answering PINGREQs: the network, not the upstream's choice. */
+export const KEEPALIVE_TIMEOUT = 'Keepalive timeout';
+
+/**
+ * COORD_ERR_CLOUD_AUTH when `err` says the upstream refused who we are (or we refused its certificate):
+ * retrying will not help until someone fixes credentials, so it is worth a warning of its own.
+ */
+function classify(err: Error & { code?: unknown }): ErrorCode {
+  // [MQTT-3.2.2.3] CONNACK 2 identifier rejected, 4 bad user name or password, 5 not authorized.
+  if (typeof err.code === 'number') return err.code === 2 || err.code === 4 || err.code === 5 ? 'COORD_ERR_CLOUD_AUTH' : 'COORD_ERR_CLOUD_OFFLINE';
+  // OpenSSL alerts (ERR_SSL_TLSV13_ALERT_CERTIFICATE_REQUIRED, ..._UNKNOWN_CA, ..._BAD_CERTIFICATE) and
+  // node's verification of the server (ERR_TLS_CERT_ALTNAME_INVALID, UNABLE_TO_VERIFY_LEAF_SIGNATURE, CERT_HAS_EXPIRED).
+  if (typeof err.code === 'string' && /^ERR_SSL_|^ERR_TLS_|CERT|SIGNATURE|ISSUER/.test(err.code)) return 'COORD_ERR_CLOUD_AUTH';
+  return 'COORD_ERR_CLOUD_OFFLINE';
 }
 
 /** One supervised upstream connection. */
 export class CloudConnection extends EventEmitter<ConnectionEvents> {
   readonly #options: ConnectionOptions;
+  readonly #tls: CloudTlsMaterial;
   readonly #log: Logger;
   #client: MqttClient | undefined;
   #state: LinkState = 'offline';
@@ -48,11 +69,16 @@ export class CloudConnection extends EventEmitter<ConnectionEvents> {
   #timer: NodeJS.Timeout | undefined;
   #since = new Date();
   #lastError: string | undefined;
+  #lastErrorCode: ErrorCode | undefined;
+  /** What the last COORD_ERR_CLOUD_AUTH warning said: the same refusal is not repeated at every attempt. */
+  #warned: string | undefined;
   connects = 0;
 
+  /** Reads the TLS files now: throws COORD_ERR_CLOUD_TLS for one that is missing or unusable. */
   constructor(options: ConnectionOptions, log: Logger) {
     super();
     this.#options = options;
+    this.#tls = loadCloudTls(options);
     this.#log = log;
   }
 
@@ -65,9 +91,17 @@ export class CloudConnection extends EventEmitter<ConnectionEvents> {
     return this.#state === 'connected' ? this.#client : undefined;
   }
 
-  /** State, since when, the last error, connections made. */
-  status(): { state: LinkState; since: string; url: string; clientId: string; lastError: string | null; connects: number } {
-    return { state: this.#state, since: this.#since.toISOString(), url: this.#options.url, clientId: this.#options.clientId, lastError: this.#lastError ?? null, connects: this.connects };
+  /** State, since when, the last error (and its code), connections made. */
+  status(): { state: LinkState; since: string; url: string; clientId: string; lastError: string | null; lastErrorCode: ErrorCode | null; connects: number } {
+    return {
+      state: this.#state,
+      since: this.#since.toISOString(),
+      url: this.#options.url,
+      clientId: this.#options.clientId,
+      lastError: this.#lastError ?? null,
+      lastErrorCode: this.#lastErrorCode ?? null,
+      connects: this.connects,
+    };
   }
 
   start(): void {
@@ -83,8 +117,9 @@ export class CloudConnection extends EventEmitter<ConnectionEvents> {
   #connect(): void {
     if (this.#state === 'stopped') return;
     this.#set('connecting');
+    // What went wrong in this attempt; the previous attempt's error stays on show until replaced.
+    let attemptError: { message: string; code: ErrorCode } | undefined;
     const o = this.#options;
-    const read = (f: string | undefined): Buffer | undefined => (f === undefined ? undefined : readFileSync(f));
     const options: IClientOptions = {
       clientId: o.clientId,
       // A persistent session: QoS 1 answers and cloud deltas published while we reconnect wait for us.
@@ -93,8 +128,7 @@ export class CloudConnection extends EventEmitter<ConnectionEvents> {
       // Reconnects are ours (jittered backoff), not MQTT.js's fixed period.
       reconnectPeriod: 0,
       connectTimeout: o.connectTimeoutMs,
-      ...(o.caFile ? { ca: read(o.caFile) } : {}),
-      ...(o.certFile ? { cert: read(o.certFile), key: read(o.keyFile) } : {}),
+      ...this.#tls,
       ...(o.username !== undefined ? { username: o.username } : {}),
       ...(o.password !== undefined ? { password: o.password } : {}),
     };
@@ -106,6 +140,8 @@ export class CloudConnection extends EventEmitter<ConnectionEvents> {
       return;
     }
     this.#client = client;
+    let secured = false;
+    client.stream?.once('secureConnect', () => (secured = true));
     client.on('connect', (connack) => {
       // Request/response over small packets: Nagle's algorithm with the peer's delayed ACKs would add
       // ~40 ms to every answer (measured: 20 shadow updates/s instead of hundreds).
@@ -113,13 +149,17 @@ export class CloudConnection extends EventEmitter<ConnectionEvents> {
       this.#attempt = 0;
       this.connects++;
       this.#lastError = undefined;
+      this.#lastErrorCode = undefined;
+      this.#warned = undefined;
       this.#set('connected');
       this.#log.info({ url: o.url, clientId: o.clientId, sessionPresent: connack.sessionPresent }, 'cloud link connected');
       this.emit('up', client, connack.sessionPresent);
     });
     client.on('message', (topic, payload) => this.emit('message', topic, payload));
     client.on('error', (err) => {
+      attemptError = { message: err.message, code: classify(err) };
       this.#lastError = err.message;
+      this.#lastErrorCode = attemptError.code;
     });
     client.on('close', () => {
       if (this.#client !== client) return;
@@ -129,9 +169,19 @@ export class CloudConnection extends EventEmitter<ConnectionEvents> {
       this.#client = undefined;
       if (this.#state === 'stopped') return;
       this.#set('offline');
+      if (!wasUp && secured && attemptError === undefined) {
+        // With TLS 1.3 the client's handshake ends before the server has checked the client certificate;
+        // a server that refuses it (node's, AWS IoT for an unknown or inactive certificate) then just closes.
+        attemptError = { message: 'the upstream closed the connection after the TLS handshake without answering CONNECT: it does not accept the client certificate', code: 'COORD_ERR_CLOUD_AUTH' };
+        this.#lastError = attemptError.message;
+      }
+      this.#lastErrorCode = attemptError?.code ?? 'COORD_ERR_CLOUD_OFFLINE';
       if (wasUp) {
         this.#log.warn({ url: o.url, code: 'COORD_ERR_CLOUD_OFFLINE', err: this.#lastError }, 'cloud link lost; working offline');
-        this.emit('down');
+        this.emit('down', attemptError?.message);
+      } else {
+        if (attemptError?.code === 'COORD_ERR_CLOUD_AUTH') this.#refused(attemptError.message);
+        this.emit('failed', attemptError?.message);
       }
       this.#schedule();
     });
@@ -139,8 +189,20 @@ export class CloudConnection extends EventEmitter<ConnectionEvents> {
 
   #failed(err: Error): void {
     this.#lastError = err.message;
+    this.#lastErrorCode = classify(err);
     this.#set('offline');
+    this.emit('failed', this.#lastError);
     this.#schedule();
+  }
+
+  /** A failed attempt the upstream refused: a warning when the refusal is new, and every 10th attempt. */
+  #refused(err: string): void {
+    if (this.#warned === err && (this.#attempt + 1) % 10 !== 0) return;
+    this.#warned = err;
+    this.#log.warn(
+      { url: this.#options.url, clientId: this.#options.clientId, code: 'COORD_ERR_CLOUD_AUTH', attempt: this.#attempt + 1, err },
+      `cloud link refused: ${err}; check cloud.certFile/keyFile/caFile and the upstream's record of this gateway`,
+    );
   }
 
   #schedule(): void {

@@ -8,8 +8,12 @@
  * the counters row together, so the two can never disagree — not after a crash, not after a failed write
  * (a write op may be rolled back and run again alone; it has no effect outside the database). Memory holds
  * no payloads and no per-message index: eviction reads the oldest sizes inside the write, `peek` reads
- * one batch, `stats` reads the counters row. Acks and evictions delete only a prefix (`seq <= n`), so a
- * message is never removed while an older one stays.
+ * one batch, `stats` reads the counters row. Acks and evictions delete only a prefix (`seq <= n`), and
+ * `reject` only the oldest message, so a message is never removed while an older one stays.
+ *
+ * A message the link sets aside (`reject`: the upstream keeps refusing it, see reject-rule.ts) moves to
+ * a bounded dead-letter table in the same write that removes it, so it is neither lost silently nor
+ * blocking the ones behind it.
  */
 import { EventEmitter } from 'node:events';
 import type { Statement } from 'better-sqlite3';
@@ -22,6 +26,9 @@ import type { Store } from '../store/database.js';
  * are tiny.
  */
 export const SPOOL_ENTRY_OVERHEAD_BYTES = 32;
+
+/** Set-aside messages kept for inspection; older ones are dropped (they stay counted). */
+export const REJECTED_KEEP = 100;
 
 /** Longest MQTT topic name, bytes. */
 const MAX_TOPIC_BYTES = 65_535; // [MQTT-1.5.3] a UTF-8 string has a 16-bit length prefix
@@ -59,6 +66,8 @@ export interface SpoolStats {
   acked: number;
   /** Messages dropped, oldest first, to make room for newer ones. */
   evicted: number;
+  /** Messages set aside because the upstream kept refusing them (see `reject`). */
+  rejected: number;
   /** When the oldest waiting message was appended (epoch ms), or null when the spool is empty. */
   oldestEnqueuedAt: number | null;
 }
@@ -69,6 +78,19 @@ export interface SpoolEvents {
   appended: [seq: number];
   /** `count` of the oldest messages, up to and including `throughSeq`, were evicted to make room. */
   evicted: [count: number, throughSeq: number];
+  /** The message `seq` was set aside into the dead-letter table. */
+  rejected: [seq: number, topic: string];
+}
+
+/** A message set aside, as `coordinator cloud status` lists it (the payload stays in the database). */
+export interface RejectedMessage {
+  readonly seq: number;
+  readonly topic: string;
+  readonly bytes: number;
+  /** Epoch milliseconds. */
+  readonly enqueuedAt: number;
+  readonly rejectedAt: number;
+  readonly reason: string;
 }
 
 interface Row {
@@ -95,7 +117,29 @@ export class CloudSpool extends EventEmitter<SpoolEvents> {
   readonly #maxBytes: number;
   /** Highest seq whose append is durable: peek never hands out a message that a crash could undo. */
   #durableSeq: number;
-  readonly #sql: Record<'insert' | 'grow' | 'oldest' | 'deleteThrough' | 'evicted' | 'prefix' | 'acked' | 'peek' | 'counters' | 'head', Statement>;
+  readonly #sql: Record<
+    | 'insert'
+    | 'grow'
+    | 'oldest'
+    | 'deleteThrough'
+    | 'evicted'
+    | 'prefix'
+    | 'acked'
+    | 'peek'
+    | 'counters'
+    | 'head'
+    | 'row'
+    | 'older'
+    | 'deleteOne'
+    | 'shrink'
+    | 'deadInsert'
+    | 'deadCount'
+    | 'deadNewest'
+    | 'deadDeleteThrough'
+    | 'deadRecent'
+    | 'rejectedCount',
+    Statement
+  >;
 
   constructor(store: Store, options: SpoolOptions) {
     super();
@@ -117,6 +161,16 @@ export class CloudSpool extends EventEmitter<SpoolEvents> {
       peek: db.prepare('SELECT seq, qos, enqueued_at, topic, payload FROM cloud_spool WHERE seq > ? AND seq <= ? ORDER BY seq LIMIT ?'),
       counters: db.prepare('SELECT bytes, appended, acked, evicted FROM cloud_spool_counters WHERE id = 1'),
       head: db.prepare('SELECT enqueued_at FROM cloud_spool ORDER BY seq LIMIT 1'),
+      row: db.prepare('SELECT seq, bytes, qos, enqueued_at, topic, payload FROM cloud_spool WHERE seq = ?'),
+      older: db.prepare('SELECT count(*) AS n FROM cloud_spool WHERE seq < ?'),
+      deleteOne: db.prepare('DELETE FROM cloud_spool WHERE seq = ?'),
+      shrink: db.prepare('UPDATE cloud_spool_counters SET bytes = bytes - ? WHERE id = 1'),
+      deadInsert: db.prepare('INSERT INTO cloud_spool_rejected (seq, bytes, qos, enqueued_at, rejected_at, reason, topic, payload) VALUES (?, ?, ?, ?, ?, ?, ?, ?)'),
+      deadCount: db.prepare('UPDATE cloud_spool_rejected_counters SET rejected = rejected + 1 WHERE id = 1'),
+      deadNewest: db.prepare('SELECT seq, bytes FROM cloud_spool_rejected ORDER BY seq DESC'),
+      deadDeleteThrough: db.prepare('DELETE FROM cloud_spool_rejected WHERE seq <= ?'),
+      deadRecent: db.prepare('SELECT seq, bytes, enqueued_at, rejected_at, reason, topic FROM cloud_spool_rejected ORDER BY seq DESC LIMIT ?'),
+      rejectedCount: db.prepare('SELECT rejected FROM cloud_spool_rejected_counters WHERE id = 1'),
     };
     // What a restart finds on disk is all there is: it counts as durable.
     this.#durableSeq = (db.prepare('SELECT coalesce(max(seq), 0) AS s FROM cloud_spool').get() as { s: number }).s;
@@ -204,17 +258,77 @@ export class CloudSpool extends EventEmitter<SpoolEvents> {
     });
   }
 
+  /**
+   * Moves the oldest message, `seq`, out of the spool into the dead-letter table (which keeps the newest
+   * REJECTED_KEEP set-aside messages, and no more than maxBytes of them) and counts it in `rejected`;
+   * resolves once durable, with false when `seq` had already left the spool (acked or evicted). Rejects
+   * with COORD_ERR_CLOUD_SPOOL_INVALID when an older message is still waiting: the spool only ever
+   * removes from its head.
+   */
+  async reject(seq: number, reason: string): Promise<boolean> {
+    // Checked before the write: an op that throws would count as a failed durable write of the store.
+    if ((this.#sql.older.get(seq) as { n: number }).n > 0) {
+      throw new CoordinatorError('COORD_ERR_CLOUD_SPOOL_INVALID', `cannot set aside seq ${seq}: older messages are still waiting`);
+    }
+    let moved: { topic: string } | undefined;
+    await this.#store.writer.write(() => {
+      moved = undefined;
+      const row = this.#sql.row.get(seq) as (Row & { bytes: number }) | undefined;
+      // Gone meanwhile (acked, evicted), or no longer the head (impossible: appends only add newer rows).
+      if (!row || (this.#sql.older.get(seq) as { n: number }).n > 0) return;
+      this.#sql.deadInsert.run(row.seq, row.bytes, row.qos, row.enqueued_at, Date.now(), reason, row.topic, row.payload);
+      this.#sql.deleteOne.run(seq);
+      this.#sql.shrink.run(row.bytes);
+      this.#sql.deadCount.run();
+      this.#trimRejected();
+      moved = { topic: row.topic };
+    });
+    if (moved === undefined) return false;
+    this.emit('rejected', seq, moved.topic);
+    return true;
+  }
+
+  /** Inside a write: drops the oldest set-aside messages beyond REJECTED_KEEP or maxBytes. */
+  #trimRejected(): void {
+    let count = 0;
+    let bytes = 0;
+    let cut: number | undefined;
+    for (const row of this.#sql.deadNewest.iterate() as IterableIterator<{ seq: number; bytes: number }>) {
+      count++;
+      bytes += row.bytes;
+      if (count > REJECTED_KEEP || bytes > this.#maxBytes) {
+        cut = row.seq;
+        break; // the iterator must be closed before the connection can write
+      }
+    }
+    if (cut !== undefined) this.#sql.deadDeleteThrough.run(cut);
+  }
+
+  /** The newest set-aside messages (without payloads), newest first. */
+  rejectedMessages(limit = 10): RejectedMessage[] {
+    return (this.#sql.deadRecent.all(limit) as { seq: number; bytes: number; enqueued_at: number; rejected_at: number; reason: string; topic: string }[]).map((r) => ({
+      seq: r.seq,
+      topic: r.topic,
+      bytes: r.bytes,
+      enqueuedAt: r.enqueued_at,
+      rejectedAt: r.rejected_at,
+      reason: r.reason,
+    }));
+  }
+
   /** Counters and size, as committed (a write queued in this very turn shows once it commits). */
   get stats(): SpoolStats {
     const c = this.#sql.counters.get() as Counters;
+    const { rejected } = this.#sql.rejectedCount.get() as { rejected: number };
     const head = this.#sql.head.get() as { enqueued_at: number } | undefined;
     return {
-      messages: c.appended - c.acked - c.evicted,
+      messages: c.appended - c.acked - c.evicted - rejected,
       bytes: c.bytes,
       maxBytes: this.#maxBytes,
       appended: c.appended,
       acked: c.acked,
       evicted: c.evicted,
+      rejected,
       oldestEnqueuedAt: head?.enqueued_at ?? null,
     };
   }

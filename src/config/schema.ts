@@ -253,6 +253,11 @@ export const configSchema = z
         requestTimeoutMs: z.int().min(100).max(600_000).default(10_000),
         /** Most bytes the durable spool of cloud-bound messages holds; beyond, the oldest are evicted (and counted). */
         spoolMaxBytes: z.int().min(4096).max(10_737_418_240).default(10_485_760),
+        /**
+         * A spooled message is set aside (dead-letter table, counted `rejected`) once the upstream has closed
+         * the connection this many times in a row while that message alone was in flight (docs/cloud.md); 0: never.
+         */
+        spoolRejectAfterDrops: z.int().min(0).max(1000).default(5),
         /** Cloud topics the gateway subscribes to; their messages follow the routes whose source is `cloud`. */
         subscribe: z.array(z.string().min(1)).default([]),
         /** Shadows synced besides the coordinator's own deployment shadow. */
@@ -271,6 +276,12 @@ export const configSchema = z
       .strict()
       .superRefine((c, ctx) => {
         if ((c.certFile === undefined) !== (c.keyFile === undefined)) ctx.addIssue({ code: 'custom', path: ['keyFile'], message: 'certFile and keyFile go together' });
+        // TLS files with a plain mqtt:// URL would be ignored silently: the operator meant mqtts://.
+        if (c.url?.startsWith('mqtt://')) {
+          for (const key of ['caFile', 'certFile', 'keyFile'] as const) {
+            if (c[key] !== undefined) ctx.addIssue({ code: 'custom', path: [key], message: 'needs an mqtts:// cloud.url (TLS)' });
+          }
+        }
         if (c.reconnectMaxMs < c.reconnectMinMs) ctx.addIssue({ code: 'custom', path: ['reconnectMaxMs'], message: 'must be at least reconnectMinMs' });
       })
       .prefault({}),

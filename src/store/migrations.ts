@@ -135,4 +135,23 @@ export const MIGRATIONS: readonly string[] = [
     PRIMARY KEY (thing, name)
   ) WITHOUT ROWID;
   `,
+  // 8: the spool's dead letters — messages the upstream never accepted, set aside so the spool goes on
+  // (src/cloud/reject-rule.ts); bounded by the spool, with their own counter.
+  `
+  CREATE TABLE cloud_spool_rejected (
+    seq          INTEGER PRIMARY KEY,
+    bytes        INTEGER NOT NULL,
+    qos          INTEGER NOT NULL,
+    enqueued_at  INTEGER NOT NULL,
+    rejected_at  INTEGER NOT NULL,
+    reason       TEXT NOT NULL,
+    topic        TEXT NOT NULL,
+    payload      BLOB NOT NULL
+  );
+  CREATE TABLE cloud_spool_rejected_counters (
+    id        INTEGER PRIMARY KEY CHECK (id = 1),
+    rejected  INTEGER NOT NULL
+  );
+  INSERT INTO cloud_spool_rejected_counters (id, rejected) VALUES (1, 0);
+  `,
 ];
