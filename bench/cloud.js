@@ -56,20 +56,35 @@ async function publishWindowed(client, count, topicOf, payloadOf, window = WINDO
   await Promise.all(Array.from({ length: window }, worker));
 }
 
-/** Resolves with [firstAt, lastAt] once `count` messages on `filter` arrived at `client`. */
-function receive(client, count, what, timeoutMs = 60_000) {
-  return new Promise((resolve, reject) => {
-    let n = 0;
-    let first = 0;
-    const timer = setTimeout(() => reject(new Error(`${what}: only ${n} of ${count} messages arrived`)), timeoutMs);
-    client.on('message', () => {
+/**
+ * Connects a consumer that counts arrivals from its first packet on: a persistent session's queued
+ * messages come right behind CONNACK, before any code awaiting the connection runs. `arrived` resolves
+ * with [firstAt, lastAt] once `count` messages arrived.
+ */
+async function receiver(url, options, count, what, timeoutMs = 60_000) {
+  let n = 0;
+  let first = 0;
+  let timer;
+  let onMessage = () => {};
+  const arrived = new Promise((resolve, reject) => {
+    timer = setTimeout(() => reject(new Error(`${what}: only ${n} of ${count} messages arrived`)), timeoutMs);
+    onMessage = () => {
       if (n === 0) first = performance.now();
       if (++n === count) {
         clearTimeout(timer);
         resolve([first, performance.now()]);
       }
-    });
+    };
   });
+  arrived.catch(() => undefined);
+  try {
+    const c = await connectClient(url, { ...options, onMessage });
+    c.stream.setNoDelay?.(true);
+    return { client: c, arrived };
+  } catch (err) {
+    clearTimeout(timer);
+    throw err;
+  }
 }
 
 export async function cloud({ log }) {
@@ -121,11 +136,10 @@ export async function cloud({ log }) {
     // Baseline: a direct QoS 1 publish loop to the same broker, same window, same consumer.
     const direct = await client(url, { clientId: 'bench-direct' });
     clients.push(direct);
-    let sink = await client(url, sinkOpts);
-    const baseWait = receive(sink, SPOOLED, 'direct publish loop');
+    const base = await receiver(url, sinkOpts, SPOOLED, 'direct publish loop');
     await publishWindowed(direct, SPOOLED, () => 'telemetry/direct', () => payload);
-    const [b0, b1] = await baseWait;
-    await endClients(sink);
+    const [b0, b1] = await base.arrived;
+    await endClients(base.client);
     const baseRate = (SPOOLED - 1) / ((b1 - b0) / 1000);
 
     // The gateway spools while the cloud is down.
@@ -139,10 +153,10 @@ export async function cloud({ log }) {
       await sleep(50);
     }
     broker = await startMosquitto(port, mqDir);
-    sink = await client(url, sinkOpts);
-    clients.push(sink);
+    const drained = await receiver(url, sinkOpts, SPOOLED, 'spool drain');
+    clients.push(drained.client);
     log(`spooled: ${JSON.stringify((await adminGet(gw.socketPath, '/v1/cloud')).spool)}`);
-    const [d0, d1] = await receive(sink, SPOOLED, 'spool drain');
+    const [d0, d1] = await drained.arrived;
     const drainRate = (SPOOLED - 1) / ((d1 - d0) / 1000);
     log(`spool drain ${Math.round(drainRate)} msg/s vs direct ${Math.round(baseRate)} msg/s`);
     for (let i = 0; i < 100 && (await adminGet(gw.socketPath, '/v1/cloud')).state !== 'connected'; i++) await sleep(50);

@@ -466,10 +466,14 @@ export function formatTable(rows) {
 // ---------------------------------------------------------------------------------------------------
 // MQTT clients (MQTT.js, MQTT 3.1.1) shared by the broker benchmarks.
 
-/** Connects and resolves once CONNACK arrives; no automatic reconnects, so a lost broker fails the run. */
-export function connectClient(url, options = {}) {
+/**
+ * Connects and resolves once CONNACK arrives; no automatic reconnects, so a lost broker fails the run.
+ * `onMessage` is attached before CONNECT: a persistent session's queued messages arrive with CONNACK.
+ */
+export function connectClient(url, { onMessage, ...options } = {}) {
   return new Promise((resolveClient, reject) => {
     const client = mqtt.connect(url, { protocolVersion: 4, reconnectPeriod: 0, connectTimeout: 5000, keepalive: 60, ...options });
+    if (onMessage) client.on('message', onMessage);
     const onError = (err) => {
       client.end(true);
       reject(err);
