@@ -176,6 +176,8 @@ export function createAuthorizer(options: AuthorizerOptions): Authorizer {
 
     authenticate(client, username, password, done) {
       const facts = connectFacts.get(client);
+      // Needed only here, and a device may stay connected for months.
+      connectFacts.delete(client);
       const listener = listenerOf(client);
       const ip = client.conn && 'remoteAddress' in client.conn ? String(client.conn.remoteAddress) : 'unknown';
       // [MQTT-3.1.3-8] A zero-byte ClientId with CleanSession=0 MUST get CONNACK 0x02 and a close.
@@ -222,7 +224,8 @@ export function createAuthorizer(options: AuthorizerOptions): Authorizer {
         if (!device) return refuse(5, 'COORD_ERR_DEVICE_NOT_AUTHORIZED', 'certificate is not registered to any device', { fingerprint });
         const verdict = deviceAllowed(device, client.id);
         if ('reason' in verdict) return refuse(5, 'COORD_ERR_DEVICE_NOT_AUTHORIZED', verdict.reason, { thing: device.thing, fingerprint });
-        return accept({ kind: 'device', id: fingerprint, thing: device.thing, attributes: device.attributes, via: 'certificate', policy: verdict.policy });
+        // The registry's copy of the fingerprint (the same text): one string per device, not per connection.
+        return accept({ kind: 'device', id: device.certFingerprint ?? fingerprint, thing: device.thing, attributes: device.attributes, via: 'certificate', policy: verdict.policy });
       }
 
       // A password makes it a device login (MQTT: a password always comes with a user name [MQTT-3.1.2-22]).

@@ -1,5 +1,7 @@
 #!/usr/bin/env node
 /** The `coordinator` command: parse, call, print; nothing else. Each command loads only what it needs. */
+// First: it pins V8's young generation before anything else loads (see the module).
+import './young-generation.js';
 import { VERSION } from '../version.js';
 import { parseCommandLine, type CommandSpec } from './args.js';
 import { CONFIG_OPTIONS, configFromFlags, reportError } from './common.js';

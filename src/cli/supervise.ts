@@ -53,3 +53,4 @@ export function supervise(service: Supervised, log: Logger, timeoutMs: number, s
     }
   });
 }
+

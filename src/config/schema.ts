@@ -45,6 +45,12 @@ const tlsListener = z
     caFile: filePath.optional(),
     /** Passphrase of keyFile; a secret, masked by `config print`. */
     passphrase: z.string().optional(),
+    /**
+     * TLS session tickets (resumption without a full handshake). Off by default: with TLS 1.3 each
+     * connection keeps ~12 KiB more native memory while it lasts, and the ticket keys change at every
+     * restart anyway (docs/devices.md, "Memory").
+     */
+    sessionTickets: z.boolean().default(false),
   })
   .strict()
   .superRefine((tls, ctx) => {
@@ -294,6 +300,17 @@ export const configSchema = z
       .prefault({}),
     /** Upper bound of a graceful shutdown before the process exits anyway. */
     shutdownTimeoutMs: z.int().min(100).max(60_000).default(1500),
+    memory: z
+      .object({
+        /**
+         * `fixed`: V8's young generation stays at the size node starts it with
+         * (2 × 1 MiB) instead of letting it grow to 2 × 16 MiB under load: the coordinator's largest
+         * avoidable RSS with many devices (docs/configuration.md, "Memory"). `adaptive`: V8's default.
+         */
+        youngGeneration: z.enum(['fixed', 'adaptive'], { error: 'is not a young-generation mode' }).default('fixed'),
+      })
+      .strict()
+      .prefault({}),
   })
   .strict();
 

@@ -30,12 +30,14 @@ export function pkiFiles(dataDir: string): PkiFiles {
   };
 }
 
-/** The files the TLS listener uses: configured ones, else the gateway PKI's. */
+/** The files the TLS listener uses (configured ones, else the gateway PKI's), and its session-ticket setting. */
 export interface ListenerTlsFiles {
   readonly certFile: string;
   readonly keyFile: string;
   /** Client certificates must chain to this CA bundle. */
   readonly caFile: string;
+  /** listeners.mqtts.sessionTickets. */
+  readonly sessionTickets: boolean;
 }
 
 /**
@@ -44,7 +46,7 @@ export interface ListenerTlsFiles {
  * the missing file and the command that creates it.
  */
 export function listenerTlsFiles(config: CoordinatorConfig): ListenerTlsFiles {
-  const { certFile, keyFile, caFile } = config.listeners.mqtts;
+  const { certFile, keyFile, caFile, sessionTickets } = config.listeners.mqtts;
   const pki = pkiFiles(config.dataDir);
   const chosen = { certFile: certFile ?? pki.serverCert, keyFile: keyFile ?? pki.serverKey, caFile: caFile ?? pki.caCert };
   const defaulted: [string, string][] = [];
@@ -60,5 +62,5 @@ export function listenerTlsFiles(config: CoordinatorConfig): ListenerTlsFiles {
       { details: { missing: missing.map(([k, p]) => ({ key: `listeners.mqtts.${k}`, path: p })) } },
     );
   }
-  return chosen;
+  return { ...chosen, sessionTickets };
 }

@@ -109,17 +109,21 @@ export function filterCovers(grant: string, filter: string): boolean {
   return f.length === g.length;
 }
 
+const SHADOW_OPS = ['get', 'update', 'delete'] as const;
+// The default grant below `$aws/things/<thing>/shadow/`, shared by every device.
+const SHADOW_PUBLISH = [...SHADOW_OPS, ...SHADOW_OPS.map((op) => `name/+/${op}`)];
+// get/+ : accepted, rejected; update/+ : accepted, rejected, delta, documents; delete/+ : accepted, rejected.
+const SHADOW_RECEIVE = [...SHADOW_OPS.map((op) => `${op}/+`), ...SHADOW_OPS.map((op) => `name/+/${op}/+`)];
+
 /** AWS shadow topics of `thing` (classic and named): requests a device publishes, responses it reads. */
 function defaultGrant(thing: string): { publish: string[]; subscribe: string[]; receive: string[] } {
   const base = `$aws/things/${thing}/shadow`;
-  const ops = ['get', 'update', 'delete'];
   return {
-    publish: [...ops.map((op) => `${base}/${op}`), ...ops.map((op) => `${base}/name/+/${op}`), `devices/${thing}/#`],
+    publish: [...SHADOW_PUBLISH.map((f) => `${base}/${f}`), `devices/${thing}/#`],
     // Subscribing to the whole shadow tree is allowed (SDKs and tutorials do it); what is delivered is
     // limited to the responses by `receive`.
     subscribe: [`${base}/#`, `devices/${thing}/#`],
-    // get/+ : accepted, rejected; update/+ : accepted, rejected, delta, documents; delete/+ : accepted, rejected.
-    receive: [...ops.map((op) => `${base}/${op}/+`), ...ops.map((op) => `${base}/name/+/${op}/+`), `devices/${thing}/#`],
+    receive: [...SHADOW_RECEIVE.map((f) => `${base}/${f}`), `devices/${thing}/#`],
   };
 }
 
@@ -134,9 +138,12 @@ export function groupMatches(group: PolicyGroup, device: DeviceIdentity): boolea
   return true;
 }
 
+const NONE: readonly string[] = Object.freeze([]);
+
 /** Compiles the policy of `device` from the configured groups (in order) and the default grant. */
 export function compilePolicy(groups: readonly PolicyGroup[], device: DeviceIdentity): CompiledPolicy {
   const grant = defaultGrant(device.thing);
+  const defaults = { publish: grant.publish.length, subscribe: grant.subscribe.length, receive: grant.receive.length };
   const matched: string[] = [];
   let connect = true;
   for (const group of groups) {
@@ -151,20 +158,91 @@ export function compilePolicy(groups: readonly PolicyGroup[], device: DeviceIden
       }
     }
   }
-  const { publish, subscribe, receive } = grant;
-  return {
-    connect,
-    groups: matched,
-    publish,
-    subscribe,
-    receive,
-    mayPublish: (topic) => anyMatch(publish, topic),
-    maySubscribe: (filter) => {
-      for (const g of subscribe) if (filterCovers(g, filter)) return true;
-      return false;
-    },
-    mayReceive: (topic) => anyMatch(receive, topic),
-  };
+  const extra = (kind: keyof typeof defaults): readonly string[] => (grant[kind].length > defaults[kind] ? grant[kind].slice(defaults[kind]) : NONE);
+  return new DevicePolicy(device.thing, connect, matched.length > 0 ? matched : NONE, extra('publish'), extra('subscribe'), extra('receive'));
+}
+
+/**
+ * A thing name the default grant can be checked against without its filters: a literal topic level.
+ * Registered names always are (THING_NAME_PATTERN); anything else gets the filters spelt out.
+ */
+const isPlainLevel = (thing: string): boolean => thing.length > 0 && !/[/+#]/.test(thing) && !thing.includes('\u0000');
+
+/**
+ * One per connected device, for as long as it stays connected: kept small. The default grant is the
+ * same for every device but its thing name, so it is matched through shared filters relative to the
+ * device's own prefixes rather than sixteen filter strings per device; only what policy groups add
+ * is stored. The filter lists are built when asked for (`devices show`).
+ */
+class DevicePolicy implements CompiledPolicy {
+  readonly #thing: string;
+  readonly connect: boolean;
+  readonly groups: readonly string[];
+  readonly #publish: readonly string[];
+  readonly #subscribe: readonly string[];
+  readonly #receive: readonly string[];
+  /** The default grant as filters, only for a thing name that is not a plain topic level. */
+  readonly #spelt: { publish: string[]; subscribe: string[]; receive: string[] } | undefined;
+
+  constructor(thing: string, connect: boolean, groups: readonly string[], publish: readonly string[], subscribe: readonly string[], receive: readonly string[]) {
+    this.#thing = thing;
+    this.connect = connect;
+    this.groups = groups;
+    this.#publish = publish;
+    this.#subscribe = subscribe;
+    this.#receive = receive;
+    this.#spelt = isPlainLevel(thing) ? undefined : defaultGrant(thing);
+  }
+
+  get publish(): readonly string[] {
+    return [...defaultGrant(this.#thing).publish, ...this.#publish];
+  }
+
+  get subscribe(): readonly string[] {
+    return [...defaultGrant(this.#thing).subscribe, ...this.#subscribe];
+  }
+
+  get receive(): readonly string[] {
+    return [...defaultGrant(this.#thing).receive, ...this.#receive];
+  }
+
+  mayPublish(topic: string): boolean {
+    const byDefault = this.#spelt ? anyMatch(this.#spelt.publish, topic) : this.#ownDevicesTopic(topic) || this.#ownShadowTopic(SHADOW_PUBLISH, topic);
+    return byDefault || anyMatch(this.#publish, topic);
+  }
+
+  maySubscribe(filter: string): boolean {
+    // `<prefix>/#` covers exactly the filters that spell out its literal levels: the prefix itself and below.
+    const byDefault = this.#spelt ? this.#spelt.subscribe.some((g) => filterCovers(g, filter)) : underLevels(filter, 'devices/', this.#thing, '') || underLevels(filter, '$aws/things/', this.#thing, '/shadow');
+    if (byDefault) return true;
+    for (const g of this.#subscribe) if (filterCovers(g, filter)) return true;
+    return false;
+  }
+
+  mayReceive(topic: string): boolean {
+    const byDefault = this.#spelt ? anyMatch(this.#spelt.receive, topic) : this.#ownDevicesTopic(topic) || this.#ownShadowTopic(SHADOW_RECEIVE, topic);
+    return byDefault || anyMatch(this.#receive, topic);
+  }
+
+  /** `devices/<thing>/#`, which also matches its parent level `devices/<thing>` [MQTT-4.7.1-2]. */
+  #ownDevicesTopic(topic: string): boolean {
+    return underLevels(topic, 'devices/', this.#thing, '');
+  }
+
+  /** `$aws/things/<thing>/shadow/<f>` for one of `relative`: the literal prefix, then `f` on the rest. */
+  #ownShadowTopic(relative: readonly string[], topic: string): boolean {
+    const prefix = 12 + this.#thing.length + 8; // '$aws/things/' + thing + '/shadow/'
+    if (topic.length <= prefix || !topic.startsWith('$aws/things/') || !topic.startsWith(this.#thing, 12) || !topic.startsWith('/shadow/', prefix - 8)) return false;
+    const rest = topic.slice(prefix);
+    return anyMatch(relative, rest);
+  }
+}
+
+/** Whether `text` is `<head><thing><tail>` or lies below it (`<head><thing><tail>/...`). */
+function underLevels(text: string, head: string, thing: string, tail: string): boolean {
+  const end = head.length + thing.length + tail.length;
+  if (text.length < end || !text.startsWith(head) || !text.startsWith(thing, head.length) || !text.startsWith(tail, head.length + thing.length)) return false;
+  return text.length === end || text.charCodeAt(end) === 47; // '/'
 }
 
 function anyMatch(filters: readonly string[], topic: string): boolean {
