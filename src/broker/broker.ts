@@ -15,6 +15,7 @@ import { startListener, type Listener, type ListenerSpec } from './listeners.js'
 import { DurablePersistence } from './persistence.js';
 import { Presence } from './presence.js';
 import { expectPuback, installPubackGate, releasePuback } from './puback-gate.js';
+import { installWriteBatching } from './write-batching.js';
 
 /** A running broker. */
 export interface Broker {
@@ -204,6 +205,8 @@ export async function startBroker(config: CoordinatorConfig, store: Store, log: 
   // Resolved first: a missing PKI file is a configuration problem, reported before anything starts.
   const specs = listenerSpecs(config);
   installPubackGate();
+  // One socket write per connection per event-loop turn (./write-batching.ts).
+  installWriteBatching();
   const presence = new Presence(log);
   const authorizer = createAuthorizer({
     anonymous: config.broker.anonymous,

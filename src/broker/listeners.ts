@@ -4,12 +4,12 @@
  * closing a listener also ends connections that never sent CONNECT.
  */
 import { readFileSync } from 'node:fs';
-import { createRequire } from 'node:module';
 import { createServer as createTcpServer, isIP, type Server, type Socket, type AddressInfo } from 'node:net';
 import type { TLSSocket } from 'node:tls';
 import type { Aedes } from 'aedes';
 import type { Logger } from '../log/logger.js';
 import { CoordinatorError } from '../errors.js';
+import { requireFromAedes } from './aedes-modules.js';
 import { tagConnection, type ListenerInfo } from './auth.js';
 import { gateConnection } from './puback-gate.js';
 
@@ -63,8 +63,7 @@ let packetNumbersUncached = false;
 function uncachePacketNumbers(): void {
   if (packetNumbersUncached) return;
   packetNumbersUncached = true;
-  const requireFromAedes = createRequire(createRequire(import.meta.url).resolve('aedes'));
-  (requireFromAedes('mqtt-packet/writeToStream.js') as { cacheNumbers: boolean }).cacheNumbers = false;
+  requireFromAedes<{ cacheNumbers: boolean }>('mqtt-packet/writeToStream.js').cacheNumbers = false;
 }
 
 async function makeServer(spec: ListenerSpec, accept: (socket: Socket) => void): Promise<Server> {

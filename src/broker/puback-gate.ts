@@ -14,8 +14,8 @@
  * [MQTT-4.6.0-2]. If the pipeline fails, aedes closes the connection and the held PUBACK is never sent:
  * the publisher retries, as QoS 1 requires [MQTT-4.3.2].
  */
-import { createRequire } from 'node:module';
 import type { Writable } from 'node:stream';
+import { requireFromAedes } from './aedes-modules.js';
 
 type Packet = { cmd: string; messageId?: number };
 type WriteToStream = (packet: Packet, stream: Writable, opts?: unknown) => boolean;
@@ -36,19 +36,11 @@ interface Gate {
 const gated = new WeakMap<Writable, Gate>();
 let installed = false;
 
-/** The mqtt-packet instance aedes itself imports (not a possibly different copy of our own). */
-function aedesMqttPacket(): { writeToStream: WriteToStream } {
-  // require.resolve rather than import.meta.resolve: the same file, and it also works where a test
-  // runner transforms this module (vitest has no import.meta.resolve).
-  const requireFromAedes = createRequire(createRequire(import.meta.url).resolve('aedes'));
-  return requireFromAedes('mqtt-packet') as { writeToStream: WriteToStream };
-}
-
 /** Patches aedes' packet writer once per process. */
 export function installPubackGate(): void {
   if (installed) return;
   installed = true;
-  const mqttPacket = aedesMqttPacket();
+  const mqttPacket = requireFromAedes<{ writeToStream: WriteToStream }>('mqtt-packet');
   const original = mqttPacket.writeToStream.bind(mqttPacket);
   mqttPacket.writeToStream = (packet, stream, opts) => {
     if (packet.cmd !== 'puback') return original(packet, stream, opts);

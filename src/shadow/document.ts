@@ -64,6 +64,20 @@ export function isJsonObject(value: unknown): value is JsonObject {
   return typeof value === 'object' && value !== null && !Array.isArray(value);
 }
 
+/** True when `o` has an own key; unlike Object.keys(o).length, allocates nothing. */
+function hasKeys(o: object): boolean {
+  for (const key in o) if (Object.hasOwn(o, key)) return true;
+  return false;
+}
+
+/**
+ * The metadata of an object node (not a leaf `{timestamp}`, not an array). A state key may itself be
+ * called "timestamp", so a node is a leaf only when its `timestamp` is a number, never an object.
+ */
+function isMetadataObject(m: Metadata | undefined): m is MetadataObject {
+  return typeof m === 'object' && !Array.isArray(m) && typeof (m as { timestamp?: unknown }).timestamp !== 'number';
+}
+
 function leafMetadata(value: Json, timestamp: number): Metadata {
   // AWS: an array's metadata is an array with one {timestamp} per element.
   if (Array.isArray(value)) return value.map((v) => leafMetadata(v, timestamp));
@@ -74,7 +88,10 @@ function leafMetadata(value: Json, timestamp: number): Metadata {
 /** Metadata for every leaf of `value`, all stamped `timestamp`. */
 export function metadataFor(value: JsonObject, timestamp: number): MetadataObject {
   const meta: MetadataObject = {};
-  for (const [key, v] of Object.entries(value)) meta[key] = v === null ? { timestamp } : leafMetadata(v, timestamp);
+  for (const key of Object.keys(value)) {
+    const v = value[key]!;
+    meta[key] = v === null ? { timestamp } : leafMetadata(v, timestamp);
+  }
   return meta;
 }
 
@@ -95,12 +112,9 @@ function merge(target: JsonObject, meta: MetadataObject, patch: JsonObject, time
     } else if (isJsonObject(value)) {
       const existing = state[key];
       const existingMeta = metadata[key];
-      const childMeta: MetadataObject =
-        isJsonObject(existing) && typeof existingMeta === 'object' && !Array.isArray(existingMeta) && !('timestamp' in existingMeta)
-          ? existingMeta
-          : {};
+      const childMeta: MetadataObject = isJsonObject(existing) && isMetadataObject(existingMeta) ? existingMeta : {};
       const child = merge(isJsonObject(existing) ? existing : {}, childMeta, value, timestamp);
-      if (Object.keys(child.state).length === 0) {
+      if (!hasKeys(child.state)) {
         delete state[key];
         delete metadata[key];
       } else {
@@ -135,7 +149,8 @@ export function jsonEqual(a: Json | undefined, b: Json | undefined): boolean {
 export function computeDelta(desired: JsonObject | undefined, reported: JsonObject | undefined): JsonObject | undefined {
   if (!desired) return undefined;
   const delta: JsonObject = {};
-  for (const [key, want] of Object.entries(desired)) {
+  for (const key of Object.keys(desired)) {
+    const want = desired[key]!;
     const have = reported?.[key];
     if (isJsonObject(want) && isJsonObject(have)) {
       const inner = computeDelta(want, have);
@@ -144,16 +159,17 @@ export function computeDelta(desired: JsonObject | undefined, reported: JsonObje
       delta[key] = want; // shared: documents are immutable
     }
   }
-  return Object.keys(delta).length > 0 ? delta : undefined;
+  return hasKeys(delta) ? delta : undefined;
 }
 
 /** The metadata of the delta's keys, taken from the desired section's metadata. */
 export function deltaMetadata(delta: JsonObject, desiredMeta: MetadataObject | undefined): MetadataObject {
   const meta: MetadataObject = {};
-  for (const [key, value] of Object.entries(delta)) {
+  for (const key of Object.keys(delta)) {
+    const value = delta[key]!;
     const m = desiredMeta?.[key];
     if (m === undefined) continue;
-    meta[key] = isJsonObject(value) && typeof m === 'object' && !Array.isArray(m) && !('timestamp' in m) ? deltaMetadata(value, m) : m;
+    meta[key] = isJsonObject(value) && isMetadataObject(m) ? deltaMetadata(value, m) : m;
   }
   return meta;
 }
@@ -165,6 +181,8 @@ function snapshot(doc: ShadowDocument): Record<string, unknown> {
 function withToken(payload: Record<string, unknown>, clientToken: string | undefined): Record<string, unknown> {
   return clientToken === undefined ? payload : { ...payload, clientToken };
 }
+
+const SECTIONS = ['desired', 'reported'] as const;
 
 /**
  * Applies a validated update. `current` is the stored document (undefined when the shadow does not
@@ -184,7 +202,7 @@ export function applyUpdate(current: ShadowDocument | undefined, lastVersion: nu
   const state: ShadowDocument['state'] = { ...current?.state };
   const metadata: ShadowDocument['metadata'] = { ...current?.metadata };
   const acceptedMeta: Record<string, unknown> = {};
-  for (const section of ['desired', 'reported'] as const) {
+  for (const section of SECTIONS) {
     const patch = request.state[section];
     if (patch === undefined) continue;
     if (patch === null) {
@@ -195,7 +213,7 @@ export function applyUpdate(current: ShadowDocument | undefined, lastVersion: nu
       continue;
     }
     const merged = merge(state[section] ?? {}, metadata[section] ?? {}, patch, now);
-    if (Object.keys(merged.state).length === 0) {
+    if (!hasKeys(merged.state)) {
       delete state[section];
       delete metadata[section];
     } else {

@@ -9,7 +9,7 @@ import type { Aedes, AedesPublishPacket } from 'aedes';
 import type { Logger } from '../log/logger.js';
 import type { ShadowLimits } from './request.js';
 import type { ShadowService } from './service.js';
-import { answerShadowRequest, forwardShadowEvents, parseRequestTopic, SHADOW_REQUEST_FILTERS, type ShadowAnswering } from './topics.js';
+import { forwardShadowEvents, parseRequestTopic, SHADOW_REQUEST_FILTERS, takeShadowRequest, type ShadowAnswering } from './topics.js';
 
 /** Whether anyone would receive a message on a topic (see Broker.hasSubscribers). */
 export type HasSubscribers = (topic: string) => boolean | Promise<boolean>;
@@ -67,8 +67,7 @@ export function attachShadowMqtt(
     if (!request) return; // the filters below only deliver request topics; kept so a filter change cannot crash this
     const payload = Buffer.isBuffer(packet.payload) ? packet.payload : Buffer.from(packet.payload);
     const clientId = (packet as { clientId?: string }).clientId;
-    // Answered asynchronously (see answerShadowRequest): the promise never rejects.
-    void answerShadowRequest(ctx, request, payload, () => access(clientId, request.id.thing, request.op, request.id.name));
+    takeShadowRequest(ctx, request, payload, () => access(clientId, request.id.thing, request.op, request.id.name));
   };
 
   const detachEvents = forwardShadowEvents(shadows, ctx.publisher);

@@ -62,9 +62,14 @@ export function salvageClientToken(payload: Buffer): string | undefined {
 }
 
 function depthOf(value: Json): number {
-  if (Array.isArray(value)) return value.reduce<number>((max, v) => Math.max(max, depthOf(v)), 0);
-  if (isJsonObject(value)) return 1 + Object.values(value).reduce<number>((max, v) => Math.max(max, depthOf(v)), 0);
-  return 0;
+  if (typeof value !== 'object' || value === null) return 0;
+  let max = 0;
+  if (Array.isArray(value)) {
+    for (const v of value) max = Math.max(max, depthOf(v));
+    return max;
+  }
+  for (const key of Object.keys(value)) max = Math.max(max, depthOf(value[key]!));
+  return 1 + max;
 }
 
 /** Parses and validates the payload of a get or delete request: an empty payload or an object. */
@@ -90,7 +95,8 @@ export function parseUpdateRequest(payload: Buffer, limits: ShadowLimits): Updat
   if (!isJsonObject(state)) throw new ShadowRequestError(400, 'State node must be an object');
 
   const request: UpdateRequest = { state: {} };
-  for (const [key, value] of Object.entries(state)) {
+  for (const key of Object.keys(state)) {
+    const value = state[key];
     if (key !== 'desired' && key !== 'reported') throw new ShadowRequestError(400, 'State contains an invalid node');
     if (value !== null && !isJsonObject(value)) {
       throw new ShadowRequestError(400, key === 'desired' ? 'Desired node must be an object' : 'Reported node must be an object');

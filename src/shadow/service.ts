@@ -61,10 +61,23 @@ interface QueuedWrite {
   readonly fromVersion: number;
   doc: ShadowDocument | undefined;
   version: number;
-  readonly durable: Promise<void>;
+  /** The changes this write makes durable, in arrival order: each is told once it is (or is not). */
+  readonly waiters: Settle[];
 }
 
+/** Told once whether a change is durable (no error) or refused by the store (500). */
+type Settle = (err: ShadowRequestError | undefined) => void;
+
+/**
+ * How an update's outcome reaches its caller: the result once durable and announced, or the error (a
+ * ShadowRequestError 500 when the store refused it, or whatever an event listener threw).
+ */
+export type UpdateCallback = (err: Error | undefined, result?: UpdateResult) => void;
+
 const key = (id: ShadowId): string => `${id.thing}\u0000${id.name ?? ''}`;
+
+/** What an event listener threw, as an Error (listeners may throw anything). */
+const asError = (thrown: unknown): Error => (thrown instanceof Error ? thrown : new Error('an event listener threw a non-Error', { cause: thrown }));
 
 function notFound(id: ShadowId): ShadowRequestError {
   // AWS shadow: 404 "No shadow exists with name: <name>" (the thing name for a classic shadow).
@@ -147,18 +160,44 @@ export class ShadowService extends EventEmitter<ShadowEvents> {
    * them, never change them (`document()` returns a private copy).
    */
   update(id: ShadowId, request: UpdateRequest): Promise<UpdateResult> {
+    let settle!: UpdateCallback;
+    const done = new Promise<UpdateResult>((resolve, reject) => {
+      settle = (err, result) => (err ? reject(err) : resolve(result!));
+    });
+    this.submitUpdate(id, request, settle);
+    return done;
+  }
+
+  /**
+   * update() without a promise, for a face that answers through the events anyway (MQTT): the same
+   * checks, thrown synchronously, and `done` is called once — after the events, with the result — when
+   * the update is durable, or with the error when it cannot be. Every accepted update of a busy gateway
+   * goes through here, so it allocates as little as it can.
+   */
+  submitUpdate(id: ShadowId, request: UpdateRequest, done: UpdateCallback): void {
     checkNames(id.thing, id.name);
     const entry = this.#entry(id);
     this.#admit(entry);
-    const result = applyUpdate(entry.pending, entry.pendingVersion, request, this.#now());
+    let result: UpdateResult;
+    try {
+      result = applyUpdate(entry.pending, entry.pendingVersion, request, this.#now());
+    } catch (err) {
+      entry.inFlight--;
+      throw err;
+    }
     const from = entry.pendingVersion;
     entry.pending = result.document;
     entry.pendingVersion = result.document.version;
-    return this.#persist(id, entry, from, result.document).then(() => {
-      this.emit('accepted', id, result.accepted);
-      if (result.delta) this.emit('delta', id, result.delta);
-      this.emit('documents', id, result.documents);
-      return result;
+    this.#persist(id, entry, from, result.document, (err) => {
+      if (err) return done(err);
+      try {
+        this.emit('accepted', id, result.accepted);
+        if (result.delta) this.emit('delta', id, result.delta);
+        this.emit('documents', id, result.documents);
+      } catch (thrown) {
+        return done(asError(thrown));
+      }
+      done(undefined, result);
     });
   }
 
@@ -171,9 +210,16 @@ export class ShadowService extends EventEmitter<ShadowEvents> {
     const from = entry.pendingVersion;
     entry.pending = undefined;
     const payload = deleteResponse(from, this.#now(), clientToken);
-    return this.#persist(id, entry, from, undefined).then(() => {
-      this.emit('deleted', id, payload);
-      return payload;
+    return new Promise((resolve, reject) => {
+      this.#persist(id, entry, from, undefined, (err) => {
+        if (err) return reject(err);
+        try {
+          this.emit('deleted', id, payload);
+        } catch (thrown) {
+          return reject(asError(thrown));
+        }
+        resolve(payload);
+      });
     });
   }
 
@@ -198,47 +244,57 @@ export class ShadowService extends EventEmitter<ShadowEvents> {
    * next commit share one row write: only the newest document is serialized and written, over the
    * version the first of them was computed from, and all of them are acknowledged by that commit.
    */
-  #persist(id: ShadowId, entry: Entry, fromVersion: number, doc: ShadowDocument | undefined): Promise<void> {
+  #persist(id: ShadowId, entry: Entry, fromVersion: number, doc: ShadowDocument | undefined, settle: Settle): void {
     const version = doc?.version ?? fromVersion;
-    let write = entry.queued;
-    if (write) {
-      write.doc = doc;
-      write.version = version;
-    } else {
-      const name = id.name ?? '';
-      const w: QueuedWrite = {
-        fromVersion,
-        doc,
-        version,
-        durable: this.#store.writer.write(() => {
-          // From here on later changes need a write of their own (this op may run twice: group commit
-          // retries a failed batch op by op).
-          if (entry.queued === w) entry.queued = undefined;
-          const json = w.doc ? JSON.stringify(w.doc) : null;
-          const changed = this.#sql.write.run(json, w.version, id.thing, name, w.fromVersion).changes;
-          if (changed === 1) return;
-          if (w.fromVersion === 0 && this.#sql.insert.run(id.thing, name, json, w.version).changes === 1) return;
-          throw new Error(`shadow ${id.thing}/${name} is not at version ${w.fromVersion} on disk: an earlier write failed`);
-        }),
-      };
-      write = entry.queued = w;
+    const queued = entry.queued;
+    if (queued) {
+      queued.doc = doc;
+      queued.version = version;
+      queued.waiters.push(settle);
+      return;
     }
-    return write.durable
-      .then(
-        () => {
-          entry.inFlight--;
-          if (version >= entry.durableVersion) {
-            entry.durable = doc;
-            entry.durableVersion = version;
-          }
-        },
-        (err: unknown) => {
-          entry.inFlight--;
-          // Back to what is on disk: requests computed on the failed one fail with it (see above).
-          entry.pending = entry.durable;
-          entry.pendingVersion = entry.durableVersion;
-          throw new ShadowRequestError(500, 'Internal service failure', { cause: err });
-        },
-      );
+    const name = id.name ?? '';
+    const w: QueuedWrite = { fromVersion, doc, version, waiters: [settle] };
+    entry.queued = w;
+    this.#store.writer.submit(
+      () => {
+        // From here on later changes need a write of their own (this op may run twice: group commit
+        // retries a failed batch op by op).
+        if (entry.queued === w) entry.queued = undefined;
+        const json = w.doc ? JSON.stringify(w.doc) : null;
+        const changed = this.#sql.write.run(json, w.version, id.thing, name, w.fromVersion).changes;
+        if (changed === 1) return;
+        if (w.fromVersion === 0 && this.#sql.insert.run(id.thing, name, json, w.version).changes === 1) return;
+        throw new Error(`shadow ${id.thing}/${name} is not at version ${w.fromVersion} on disk: an earlier write failed`);
+      },
+      (err) => this.#written(entry, w, err),
+    );
+  }
+
+  /** `w` is durable (or failed): the shadow's state follows, then every change it carried is told. */
+  #written(entry: Entry, w: QueuedWrite, err: Error | undefined): void {
+    // A write refused before its op ran (store closed or failed) must not take later changes along.
+    if (entry.queued === w) entry.queued = undefined;
+    entry.inFlight -= w.waiters.length;
+    let failure: ShadowRequestError | undefined;
+    if (err) {
+      // Back to what is on disk: requests computed on the failed one fail with it (see above).
+      entry.pending = entry.durable;
+      entry.pendingVersion = entry.durableVersion;
+      failure = new ShadowRequestError(500, 'Internal service failure', { cause: err });
+    } else if (w.version >= entry.durableVersion) {
+      entry.durable = w.doc;
+      entry.durableVersion = w.version;
+    }
+    // Each is told even if one of them throws (the first error still reaches the store's error handler).
+    let thrown: unknown;
+    for (const settle of w.waiters) {
+      try {
+        settle(failure);
+      } catch (e) {
+        thrown ??= e;
+      }
+    }
+    if (thrown !== undefined) throw asError(thrown);
   }
 }

@@ -87,6 +87,25 @@ export function answerShadowRequest(
   payload: Buffer,
   authorize?: () => 401 | 403 | null,
 ): Promise<void> | undefined {
+  let answered!: () => void;
+  const settled = new Promise<void>((resolve) => {
+    answered = resolve;
+  });
+  return takeShadowRequest(ctx, request, payload, authorize, answered) ? settled : undefined;
+}
+
+/**
+ * answerShadowRequest() for a face that need not know when the answer has gone (the embedded broker's):
+ * no promise per request. Returns true when the answer comes later, and then calls `answered` (if
+ * given) once it has been published; false when it was published before returning.
+ */
+export function takeShadowRequest(
+  ctx: ShadowAnswering,
+  request: ShadowRequestTopic,
+  payload: Buffer,
+  authorize?: () => 401 | 403 | null,
+  answered?: () => void,
+): boolean {
   const { id, op } = request;
   try {
     // AWS shadow: 401 Unauthorized / 403 Forbidden, decided by the transport's authorization seam.
@@ -95,17 +114,27 @@ export function answerShadowRequest(
     if (op === 'get') {
       const { clientToken } = parseSimpleRequest(payload, ctx.limits);
       ctx.publisher.publish(`${shadowTopicPrefix(id)}/get/accepted`, ctx.shadows.get(id, clientToken));
-      return undefined;
+      return false;
     }
-    const onRejected = (err: unknown): void => reject(ctx, request, err, payload);
     if (op === 'delete') {
       const { clientToken } = parseSimpleRequest(payload, ctx.limits);
-      return ctx.shadows.delete(id, clientToken).then(() => undefined, onRejected);
+      ctx.shadows.delete(id, clientToken).then(
+        () => answered?.(),
+        (err: unknown) => {
+          reject(ctx, request, err, payload);
+          answered?.();
+        },
+      );
+      return true;
     }
-    return ctx.shadows.update(id, parseUpdateRequest(payload, ctx.limits)).then(() => undefined, onRejected);
+    ctx.shadows.submitUpdate(id, parseUpdateRequest(payload, ctx.limits), (err) => {
+      if (err) reject(ctx, request, err, payload);
+      answered?.();
+    });
+    return true;
   } catch (err) {
     reject(ctx, request, err, payload);
-    return undefined;
+    return false;
   }
 }
 

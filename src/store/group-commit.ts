@@ -1,8 +1,9 @@
 /**
  * Group commit: every write queued during one turn of the event loop is applied in a single SQLite
- * transaction, and the transactions are made durable by an fdatasync of the WAL that runs off the event
- * loop (libuv's thread pool). A write's promise resolves only once an fdatasync that began after its
- * transaction has returned, which is what lets callers acknowledge it.
+ * transaction (a few queued while a sync runs wait for it to end and are committed together), and the
+ * transactions are made durable by an fdatasync of the WAL that runs off the event loop (libuv's thread
+ * pool). A write's promise resolves only once an fdatasync that began after its transaction has
+ * returned, which is what lets callers acknowledge it.
  *
  * Why not synchronous=FULL: it fsyncs inside COMMIT, on the event loop, so every connection stalls for
  * the disk and the next batch cannot even be computed while the previous one syncs. With
@@ -19,10 +20,15 @@ import { CoordinatorError } from '../errors.js';
 /** A unit of work run inside the batch transaction; it must only touch the database. */
 export type WriteOp = () => void;
 
+/** Writes queued while a sync runs that are committed at once rather than when it ends (see submit). */
+const EARLY_COMMIT_WRITES = 8;
+
+/** Told once whether a submitted write is durable (no error) or not. */
+export type WriteDone = (err?: Error) => void;
+
 interface Pending {
   readonly op: WriteOp;
-  readonly resolve: () => void;
-  readonly reject: (err: Error) => void;
+  readonly done: WriteDone;
 }
 
 /** Counters exposed through `coordinator status`. */
@@ -42,10 +48,11 @@ export interface GroupCommitStats {
 
 /** Batches writes into shared transactions and shared WAL syncs. */
 export class GroupCommitWriter {
-  readonly #db: Database;
   readonly #walPath: string;
   readonly #onError: (err: Error) => void;
   readonly #onSyncFailure: (err: Error) => void;
+  /** One transaction function for every batch: better-sqlite3 builds four wrappers per db.transaction(). */
+  readonly #commitBatch: (batch: readonly Pending[]) => void;
   #walFd: number | undefined;
   #queue: Pending[] = [];
   /** Committed to the WAL, waiting for the next fdatasync. */
@@ -72,10 +79,12 @@ export class GroupCommitWriter {
    * "fsyncgate" lesson); the owner should stop the process so that a restart recovers from the file.
    */
   constructor(db: Database, walPath: string, onError: (err: Error) => void, onSyncFailure: (err: Error) => void) {
-    this.#db = db;
     this.#walPath = walPath;
     this.#onError = onError;
     this.#onSyncFailure = onSyncFailure;
+    this.#commitBatch = db.transaction((batch: readonly Pending[]) => {
+      for (const p of batch) p.op();
+    });
   }
 
   /** Writes waiting for their commit or their sync. */
@@ -85,19 +94,36 @@ export class GroupCommitWriter {
 
   /** Queues `op`; resolves once it is durable, rejects with COORD_ERR_STORE_* if it could not be. */
   write(op: WriteOp): Promise<void> {
-    if (this.#closed) {
-      return Promise.reject(new CoordinatorError('COORD_ERR_STORE_CLOSED', 'store is closed; the write was not applied'));
+    return new Promise<void>((resolve, reject) => this.submit(op, (err) => (err ? reject(err) : resolve())));
+  }
+
+  /**
+   * write() for callers that keep their own bookkeeping (the shadow service): `done` is called once, never
+   * synchronously, with no error once `op` is durable or with COORD_ERR_STORE_* if it cannot be. Callbacks
+   * of one sync run in submission order, after the next sync has been started. A callback must not throw
+   * (if one does, it is reported to the error handler and the others still run).
+   */
+  submit(op: WriteOp, done: WriteDone): void {
+    if (this.#closed || this.#failed) {
+      const err = this.#closed ? new CoordinatorError('COORD_ERR_STORE_CLOSED', 'store is closed; the write was not applied') : this.#syncError(this.#failed!);
+      queueMicrotask(() => this.#call(done, err));
+      return;
     }
-    if (this.#failed) return Promise.reject(this.#syncError(this.#failed));
-    return new Promise<void>((resolve, reject) => {
-      this.#queue.push({ op, resolve, reject });
-      if (!this.#scheduled) {
-        this.#scheduled = true;
-        // setImmediate runs after the current I/O phase: everything the sockets delivered in this turn
-        // joins the same transaction.
-        setImmediate(() => this.flush());
-      }
-    });
+    this.#queue.push({ op, done });
+    if (!this.#scheduled) {
+      this.#scheduled = true;
+      // setImmediate runs after the current I/O phase: everything the sockets delivered in this turn
+      // joins the same transaction.
+      setImmediate(() => {
+        this.#scheduled = false;
+        // While a sync runs, a few writes wait for it to end and are committed then, together with what
+        // follows (see the fdatasync callback): every commit avoided saves its BEGIN/COMMIT, its WAL
+        // pages and its row writes (a hot shadow changed again shares one). More than a few are
+        // committed now, while the disk is busy anyway: committing them when the sync ends would hold
+        // up the next sync and this one's acknowledgements.
+        if (!this.#syncing || this.#queue.length >= EARLY_COMMIT_WRITES) this.flush();
+      });
+    }
   }
 
   /** Queues `op` without waiting for durability; a failure is reported to the error handler. */
@@ -112,29 +138,42 @@ export class GroupCommitWriter {
     if (batch.length === 0) return;
     this.#queue = [];
     if (this.#failed) {
-      for (const p of batch) p.reject(this.#syncError(this.#failed));
+      this.#finish(batch, this.#syncError(this.#failed));
       return;
     }
     const started = performance.now();
     try {
-      this.#db.transaction(() => {
-        for (const p of batch) p.op();
-      })();
+      this.#commitBatch(batch);
       this.#committed(batch, started);
     } catch {
       // One bad write must not sink its neighbours: retry each alone so only the culprit fails.
       for (const p of batch) {
         try {
-          this.#db.transaction(p.op)();
+          this.#commitBatch([p]);
           this.#committed([p], started);
         } catch (err) {
           this.stats.failedWrites++;
           this.stats.lastError = (err as Error).message;
-          p.reject(new CoordinatorError('COORD_ERR_STORE_WRITE', `durable write failed: ${(err as Error).message}`, { cause: err }));
+          this.#finish([p], new CoordinatorError('COORD_ERR_STORE_WRITE', `durable write failed: ${(err as Error).message}`, { cause: err }));
         }
       }
     }
     this.#startSync();
+  }
+
+  /** Tells `group` its outcome in a microtask: never inside a transaction or one of our own calls. */
+  #finish(group: readonly Pending[], err?: Error): void {
+    queueMicrotask(() => {
+      for (const p of group) this.#call(p.done, err);
+    });
+  }
+
+  #call(done: WriteDone, err: Error | undefined): void {
+    try {
+      done(err);
+    } catch (thrown) {
+      this.#onError(thrown as Error);
+    }
   }
 
   #committed(batch: readonly Pending[], started: number): void {
@@ -180,9 +219,11 @@ export class GroupCommitWriter {
         return;
       }
       this.stats.lastSyncMs = performance.now() - started;
-      this.#settle(group);
+      // The next sync first: answering this group is event-loop work the disk need not wait for.
       if (this.#closed) this.#closeFd();
+      else if (this.#queue.length > 0) this.flush();
       else this.#startSync();
+      this.#settle(group);
     });
   }
 
@@ -190,7 +231,7 @@ export class GroupCommitWriter {
     this.stats.syncs++;
     this.stats.writes += group.length;
     this.stats.largestBatch = Math.max(this.stats.largestBatch, group.length);
-    for (const p of group) p.resolve();
+    this.#finish(group);
   }
 
   #syncError(err: Error): CoordinatorError {
@@ -200,11 +241,13 @@ export class GroupCommitWriter {
   #fail(err: Error, group: readonly Pending[]): void {
     const first = !this.#failed;
     this.#failed ??= err;
-    const rest = [...group, ...this.#unsynced];
+    // Writes not yet committed (waiting for this sync to end) fail with it too.
+    const rest = [...group, ...this.#unsynced, ...this.#queue];
     this.#unsynced = [];
+    this.#queue = [];
     this.stats.failedWrites += rest.length;
     this.stats.lastError = err.message;
-    for (const p of rest) p.reject(this.#syncError(err));
+    this.#finish(rest, this.#syncError(err));
     if (first) this.#onSyncFailure(err);
   }
 

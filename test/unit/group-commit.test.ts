@@ -3,6 +3,7 @@
  * being synced share the next sync; a write resolves only after its sync; one bad write fails alone; a
  * failed sync fails everything after it.
  */
+import { pbkdf2 } from 'node:crypto';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -12,6 +13,7 @@ import { GroupCommitWriter } from '../../src/store/group-commit.js';
 import { Store } from '../../src/store/database.js';
 
 let store: Store | undefined;
+const turn = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
 afterEach(() => store?.close());
 
 function open(): Store {
@@ -51,6 +53,56 @@ describe('GroupCommitWriter', () => {
     await Promise.all([first, ...more]);
     expect(resolved).toBe(1);
     expect(s.writer.stats).toMatchObject({ commits: 4, syncs: 2, writes: 4 });
+  });
+
+  it('while a sync runs, commits a few writes when it ends, together; many at once', async () => {
+    const s = open();
+    const insert = s.db.prepare('INSERT INTO t (k, v) VALUES (?, ?)');
+    // Keep libuv's pool busy so that the first sync stays in flight for a while, whatever the disk.
+    const poolSize = Number(process.env.UV_THREADPOOL_SIZE ?? 4);
+    const busy = Array.from({ length: poolSize }, () => new Promise((resolve) => pbkdf2('x', 'y', 200_000, 32, 'sha256', resolve)));
+    const first = s.writer.write(() => insert.run(0, 'first'));
+    await turn(); // committed, its sync queued behind the busy pool
+    expect(s.writer.stats).toMatchObject({ commits: 1, syncs: 0 });
+    const few: Promise<void>[] = [];
+    for (let i = 1; i <= 5; i++) {
+      few.push(s.writer.write(() => insert.run(i, 'few')));
+      await turn();
+    }
+    expect(s.writer.stats).toMatchObject({ commits: 1, syncs: 0 }); // waiting for the sync to end
+    const many = Array.from({ length: 10 }, (_, i) => s.writer.write(() => insert.run(100 + i, 'many')));
+    await turn();
+    expect(s.writer.stats).toMatchObject({ commits: 2, syncs: 0 }); // 15 waiting: committed at once
+    await Promise.all([first, ...few, ...many, ...busy]);
+    expect(s.db.prepare('SELECT count(*) AS n FROM t').get()).toEqual({ n: 16 });
+    expect(s.writer.stats).toMatchObject({ commits: 2, syncs: 2, writes: 16 });
+  });
+
+  it('submit() tells each write once, in order, never synchronously; a throwing callback harms no other', async () => {
+    const errors: Error[] = [];
+    store = Store.open(mkdtempSync(join(tmpdir(), 'coord-gc-')), (err) => errors.push(err));
+    store.db.exec('CREATE TABLE t (k INTEGER PRIMARY KEY, v TEXT NOT NULL)');
+    const insert = store.db.prepare('INSERT INTO t (k, v) VALUES (?, ?)');
+    const told: string[] = [];
+    const all = new Promise<void>((resolve) => {
+      store!.writer.submit(() => insert.run(1, 'a'), (err) => told.push(`1 ${err ? 'failed' : 'ok'}`));
+      store!.writer.submit(
+        () => insert.run(2, 'b'),
+        () => {
+          told.push('2 ok');
+          throw new Error('listener bug');
+        },
+      );
+      store!.writer.submit(() => insert.run(3, null), (err) => told.push(`3 ${err ? (err as Error & { code: string }).code : 'ok'}`));
+      store!.writer.submit(() => insert.run(4, 'd'), (err) => {
+        told.push(`4 ${err ? 'failed' : 'ok'}`);
+        resolve();
+      });
+    });
+    expect(told).toEqual([]);
+    await all;
+    expect(told).toEqual(['3 COORD_ERR_STORE_WRITE', '1 ok', '2 ok', '4 ok']);
+    expect(errors.map((e) => e.message)).toEqual(['listener bug']);
   });
 
   it('after a failed sync rejects what it covered and everything after, and says so once', async () => {

@@ -117,6 +117,16 @@ describe('partial updates, deletion and metadata', () => {
     expect(r.document.metadata.reported?.color).toEqual({ r: { timestamp: T2 }, g: { timestamp: T2 }, b: { timestamp: T2 } });
   });
 
+  it('keeps the metadata of a state key named "timestamp" when its object is merged into', () => {
+    const first = update(undefined, { state: { reported: { sensor: { timestamp: 5 } } } }, T1).document;
+    const r = update(first, { state: { reported: { sensor: { value: 7 } } } }, T2, 1);
+    expect(r.document.state.reported).toEqual({ sensor: { timestamp: 5, value: 7 } });
+    expect(r.document.metadata.reported).toEqual({ sensor: { timestamp: { timestamp: T1 }, value: { timestamp: T2 } } });
+    const wanted = update(undefined, { state: { desired: { sensor: { timestamp: 5, value: 7 } }, reported: { sensor: { timestamp: 5 } } } }, T1);
+    expect(wanted.delta).toMatchObject({ state: { sensor: { value: 7 } }, metadata: { sensor: { value: { timestamp: T1 } } } });
+    expect((wanted.delta!.metadata as { sensor: object }).sensor).not.toHaveProperty('timestamp');
+  });
+
   it('does not modify the document it was given', () => {
     const before = structuredClone(base);
     update(base, { state: { reported: { color: null, lamp: { mode: 'cold' } } } }, T2);

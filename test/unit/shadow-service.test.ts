@@ -81,6 +81,40 @@ describe('ShadowService', () => {
     await shadows.update({ thing: 'busy' }, { state: { reported: { n: 5 } } });
   });
 
+  it('a version conflict does not count as in flight: conflicts never lead to 429', async () => {
+    const { shadows } = open(undefined, 2);
+    await shadows.update({ thing: 'guarded' }, { state: { reported: { n: 0 } } });
+    for (let i = 0; i < 5; i++) {
+      expect(() => shadows.update({ thing: 'guarded' }, { state: { reported: { n: i } }, version: 99 })).toThrow(expect.objectContaining({ code: 409 }) as Error);
+    }
+    await expect(shadows.update({ thing: 'guarded' }, { state: { reported: { n: 9 } }, version: 1 })).resolves.toMatchObject({ document: { version: 2 } });
+  });
+
+  it('answers updates of many shadows sharing a commit in arrival order, each once, after the events', async () => {
+    const { store, shadows } = open();
+    const order: string[] = [];
+    shadows.on('accepted', (id, payload) => order.push(`accepted ${id.thing} ${String(payload.version)}`));
+    const done = new Promise<void>((resolve, reject) => {
+      let left = 6;
+      for (let i = 0; i < 6; i++) {
+        const thing = `m${i % 3}`;
+        shadows.submitUpdate({ thing }, { state: { reported: { i } } }, (err, result) => {
+          if (err) return reject(err);
+          order.push(`done ${thing} ${String(result!.document.version)}`);
+          if (--left === 0) resolve();
+        });
+      }
+    });
+    await done;
+    expect(order).toEqual([
+      'accepted m0 1', 'done m0 1', 'accepted m0 2', 'done m0 2',
+      'accepted m1 1', 'done m1 1', 'accepted m1 2', 'done m1 2',
+      'accepted m2 1', 'done m2 1', 'accepted m2 2', 'done m2 2',
+    ]);
+    // One row write per shadow: its two updates waited for the same commit.
+    expect(store.writer.stats).toMatchObject({ writes: 3 });
+  });
+
   it('emits delta and documents events after the commit', async () => {
     const { shadows } = open();
     const seen: string[] = [];
