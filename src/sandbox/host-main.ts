@@ -4,10 +4,11 @@
  * isolated-vm on Node >= 20), supervises it, and talks to it over Node's IPC channel (./protocol.ts).
  * It decides nothing: it loads what the core sends and forwards every host-API call to the core.
  */
-import { Batcher } from './batch.js';
+import { Batcher, type Frame } from './batch.js';
 import { RuntimeError, type RuntimeHost } from './isolate-runtime.js';
 import type { CoreToHost, HostToCore, LogLevel, WireError } from './protocol.js';
 import { TaskPool } from './task-pool.js';
+import { packPublish, packResult, WireReader } from './wire.js';
 
 /** How long a pinned task waits before its isolate is recreated after it died outside an invocation. */
 const PINNED_REVIVE_MS = 1000;
@@ -22,10 +23,10 @@ let nextCallId = 1;
 const MAX_LOG_LINES_PER_SECOND = 1000;
 const logBudget = new Map<string, { second: number; lines: number }>();
 
-const outbox = new Batcher<HostToCore>((m) => {
+const outbox = new Batcher<HostToCore>((frame) => {
   // A core that went away leaves nothing to serve: exit rather than run tasks nobody controls.
   if (!process.connected) process.exit(0);
-  process.send!(m.length === 1 ? m[0] : { t: 'batch', m });
+  process.send!(frame);
 }, { turn: true });
 
 function send(message: HostToCore): void {
@@ -53,7 +54,7 @@ function hostFor(key: string, maxPayloadBytes: number): RuntimeHost {
         send({ t: 'log', key, invocationId, level: 'warn', text: `COORD_ERR_TASK_LIMIT: publish to ${topic} dropped: ${bytes} bytes exceed broker.maxPayloadBytes` });
         return;
       }
-      send(text === undefined ? { t: 'publish', key, invocationId, topic, base64, qos } : { t: 'publish', key, invocationId, topic, text, qos });
+      outbox.pack(packPublish(key, invocationId, topic, text, base64, qos));
     },
     log: (invocationId: string, level: LogLevel, text: string) => {
       const second = Math.floor(Date.now() / 1000);
@@ -92,32 +93,42 @@ async function load(message: Extract<CoreToHost, { t: 'load' }>): Promise<void> 
   }
 }
 
-async function invoke(message: Extract<CoreToHost, { t: 'invoke' }>): Promise<void> {
-  const started = performance.now();
-  const pool = pools.get(message.key);
-  try {
-    if (!pool) throw new RuntimeError('COORD_ERR_TASK_CANCELLED', `no task loaded as ${message.key}`);
-    const valueJson = await pool.invoke(message.id, message.eventJson);
-    const result = { t: 'result', id: message.id, ok: true, valueJson, ms: performance.now() - started } as const;
-    send(pool.onHostThread ? { ...result, quick: true } : result);
-  } catch (err) {
-    const result = { t: 'result', id: message.id, ok: false, error: wire(err), ms: performance.now() - started } as const;
-    send(pool?.onHostThread ? { ...result, quick: true } : result);
+function invoke(id: string, key: string, eventJson: string): void {
+  const pool = pools.get(key);
+  if (!pool) {
+    send({ t: 'result', id, ok: false, error: { code: 'COORD_ERR_TASK_CANCELLED', message: `no task loaded as ${key}` } });
+    return;
+  }
+  pool.run(id, eventJson, (err, valueJson) => {
+    if (!err) outbox.pack(packResult(id, valueJson!, pool.onHostThread));
+    else send(pool.onHostThread ? { t: 'result', id, ok: false, error: wire(err), quick: true } : { t: 'result', id, ok: false, error: wire(err) });
+  });
+}
+
+process.on('message', (frame: Frame<CoreToHost>) => {
+  if (!Array.isArray(frame)) return;
+  for (const m of frame) {
+    if (typeof m === 'string') onPacked(m);
+    else onMessage(m);
+  }
+});
+
+/** Packed invocations (wire.ts), in the order the core sent them. */
+function onPacked(packed: string): void {
+  const r = new WireReader(packed);
+  while (!r.done) {
+    // Only 'i' travels this way; the core is the only sender, so anything else is a bug to surface.
+    if (r.letter() !== 105) throw new Error('unknown packed record from the core');
+    const id = r.field();
+    const key = r.field();
+    invoke(id, key, r.field());
   }
 }
 
-process.on('message', (raw: CoreToHost) => onMessage(raw));
-
 function onMessage(raw: CoreToHost): void {
   switch (raw.t) {
-    case 'batch':
-      for (const m of raw.m) onMessage(m);
-      break;
     case 'load':
       void load(raw);
-      break;
-    case 'invoke':
-      void invoke(raw);
       break;
     case 'unload': {
       const pool = pools.get(raw.key);

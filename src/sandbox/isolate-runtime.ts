@@ -15,10 +15,12 @@
  * 7 µs a call). Every call into an isolate in that mode is synchronous, so the isolate never runs on
  * another thread while its synchronous callbacks wait for this one. Each such call reports how long it
  * held the thread (onHostThreadCall), and the pool sends a task that turned slow back to the thread pool.
+ * There, outcomes are handed to their callbacks (run, runMany) once the call that reported them has
+ * returned, without a promise in between, and several queued invocations can share one call (runMany).
  */
 import ivm from 'isolated-vm';
 import { ERRORS } from '../errors.js';
-import { BOOTSTRAP_SOURCE } from './bootstrap.js';
+import { BOOTSTRAP_SOURCE, OP } from './bootstrap.js';
 import type { LogLevel, TaskLoad, WireError } from './protocol.js';
 
 /** The host side of a task's calls: the core answers them (after checking permissions). */
@@ -52,11 +54,23 @@ const MAX_CALLS_IN_FLIGHT = 256;
 /** Largest host call (JSON of its arguments, characters): state values and shadow documents fit. */
 const MAX_CALL_ARGS_CHARS = 2 * 1024 * 1024;
 
+/** How a call into the isolate ends: an error, or the result as JSON. */
+export type Done = (err: RuntimeError | undefined, json: string | undefined) => void;
+
+/** One invocation of a batch (IsolateRuntime.runMany). */
+export interface ManyItem {
+  readonly invocationId: string;
+  readonly eventJson: string;
+  readonly done: Done;
+}
+
 /** An invocation or timer callback started on the host's thread, waiting for hostDone. */
 interface OnHost {
-  readonly resolve: (value: string) => void;
-  readonly reject: (err: RuntimeError) => void;
+  readonly done: Done;
   timer: NodeJS.Timeout | undefined;
+  /** Its outcome, once reported, until it is handed to `done` (see #completed). */
+  err: RuntimeError | undefined;
+  value: string | undefined;
 }
 
 /**
@@ -147,27 +161,25 @@ export class IsolateRuntime {
   readonly #host: RuntimeHost;
   readonly #isolate: ivm.Isolate;
   #context: ivm.Context | undefined;
-  #fns:
-    | {
-        run: ivm.Reference;
-        start: ivm.Reference;
-        stop: ivm.Reference;
-        fire: ivm.Reference;
-        clearTimers: ivm.Reference;
-        deliver: ivm.Reference;
-        setMode: ivm.Reference;
-        runOnHost: ivm.Reference;
-        fireOnHost: ivm.Reference;
-        flushPublishes: ivm.Reference;
-      }
-    | undefined;
+  /** The sandbox's entry point (bootstrap.ts): every call into the isolate is entry(OP.x, ...). */
+  #entry: ivm.Reference | undefined;
   /** Whether calls run on the host's thread (see the header); changed only while the isolate is idle. */
   #onHostThread = false;
   /** Work started on the host's thread, by sequence number, until hostDone reports it. */
   readonly #onHost = new Map<number, OnHost>();
+  /**
+   * Work reported done during the synchronous call in progress: handed to its callbacks once that call
+   * has returned, never from inside it (they may start the next invocation in this very isolate).
+   */
+  #completed: OnHost[] = [];
+  /** How long the last call made by runMany held the thread, ns (see #sync). */
+  #lastCallNs = 0;
   #nextSeq = 1;
-  /** Told how long each call on the host's thread took inside the isolate, ns (Infinity: it killed the isolate). */
-  onHostThreadCall: ((ns: number) => void) | undefined;
+  /**
+   * Told how long each call on the host's thread took inside the isolate, ns (Infinity: it killed the
+   * isolate), and how many invocations it ran (several for runMany).
+   */
+  onHostThreadCall: ((ns: number, invocations: number) => void) | undefined;
   /** Host calls sent and not yet answered. */
   callsInFlight = 0;
   readonly #timers = new Map<number, NodeJS.Timeout>();
@@ -227,10 +239,9 @@ export class IsolateRuntime {
     const refuse = (specifier: string): never => {
       throw new Error(`imports are not available in the sandbox (import of "${specifier}")`);
     };
-    const boot = compileBootstrap(iso);
-    const ns = boot.runSync(context, { timeout: LOAD_TIMEOUT_MS, reference: true }) as ivm.Reference<Record<string, unknown>>;
-    boot.release();
-    const get = (name: string): ivm.Reference => ns.getSync(name, { reference: true }) as ivm.Reference;
+    const script = compileBootstrap(iso);
+    const boot: ivm.Reference = script.runSync(context, { timeout: LOAD_TIMEOUT_MS, reference: true });
+    script.release();
     const hostSend = new ivm.Callback(
       (id: number, method: string, argsJson: string, invocationId: string) => this.#onCall(Number(id), String(method), String(argsJson), String(invocationId)),
       { ignored: true },
@@ -276,11 +287,12 @@ export class IsolateRuntime {
       maxLogLines: this.#task.maxLogLines,
       maxCallsInFlight: MAX_CALLS_IN_FLIGHT,
     };
-    get('init').applySync(
+    const entry = boot.applySync(
       undefined,
       [hostSend, hostLog, hostTimer, hostPublish, this.#task.configJson, JSON.stringify(limits), syncSend, syncLog, syncTimer, syncPublish, done],
-      { timeout: LOAD_TIMEOUT_MS },
-    );
+      { timeout: LOAD_TIMEOUT_MS, result: { reference: true } },
+    ) as ivm.Reference;
+    boot.release();
 
     const mod = iso.compileModuleSync(this.#task.code, { filename: `task:///${this.#task.name}@${this.#task.version}.js` });
     mod.instantiateSync(context, refuse);
@@ -292,21 +304,10 @@ export class IsolateRuntime {
       if (iso.cpuTime - started < QUICK_MODULE_NS) quickModules.add(this.#task);
     }
     // Only reads the default export (a getter there is the task's code): synchronous, with a short limit.
-    const shape = get('setTask').applySync(undefined, [mod.namespace.derefInto({ release: true })], { timeout: EXPORT_LOOKUP_TIMEOUT_MS }) as string;
+    const shape = entry.applySync(undefined, [OP.setTask, mod.namespace.derefInto({ release: true })], { timeout: EXPORT_LOOKUP_TIMEOUT_MS }) as string;
     if (shape !== 'ok') throw new Error('the default export has no onEvent(event, ctx) function');
-    this.#fns = {
-      run: get('run'),
-      start: get('start'),
-      stop: get('stop'),
-      fire: get('fire'),
-      clearTimers: get('clearTimers'),
-      deliver: get('deliver'),
-      setMode: get('setMode'),
-      runOnHost: get('runOnHost'),
-      fireOnHost: get('fireOnHost'),
-      flushPublishes: get('flushPublishes'),
-    };
-    ns.release();
+    // Only now: host calls made by the module's top-level code are not answered.
+    this.#entry = entry;
   }
 
   /** False once the isolate was disposed (limit exceeded, timeout, unload). */
@@ -324,10 +325,10 @@ export class IsolateRuntime {
    * running, no host call or timer pending): what runs in it never sees the mode change under it.
    */
   setOnHostThread(on: boolean): void {
-    if (on === this.#onHostThread || !this.alive || !this.#fns) return;
+    if (on === this.#onHostThread || !this.alive || !this.#entry) return;
     if (this.active > 0 || this.callsInFlight > 0 || this.#timers.size > 0) return;
     try {
-      this.#fns.setMode.applySync(undefined, [on], { timeout: EXPORT_LOOKUP_TIMEOUT_MS });
+      this.#entry.applySync(undefined, [OP.setMode, on], { timeout: EXPORT_LOOKUP_TIMEOUT_MS });
       this.#onHostThread = on;
     } catch (err) {
       this.#classify(err);
@@ -369,22 +370,26 @@ export class IsolateRuntime {
   }
 
   #deliver(id: number, answerJson: string): void {
-    if (!this.alive || !this.#fns) return;
+    if (!this.alive || !this.#entry) return;
     const limit = this.#task.timeoutMs;
     if (this.#onHostThread) {
       // The code that awaited the answer runs now, on this thread, within the task's limit.
       try {
-        this.#sync(this.#fns.deliver, [id, answerJson], limit);
+        this.#sync([OP.deliver, id, answerJson], limit);
       } catch (err) {
+        // Inside an invocation its own call fails too (the isolate is gone); outside one, say so.
+        const within = this.active > 0;
         const e = this.#classify(err);
-        if (this.active === 0 && !this.alive) this.#host.failed({ code: e.code, message: `after a host call: ${e.message}` });
+        this.#handOver();
+        if (!within && !this.alive) this.#host.failed({ code: e.code, message: `after a host call: ${e.message}` });
         return;
       }
       this.#flushPublishes();
+      this.#handOver();
       return;
     }
     const watchdog = setTimeout(() => this.#kill({ code: 'COORD_ERR_TASK_TIMEOUT', message: `code of task ${this.#task.name} awaiting a host call ran longer than ${limit} ms` }), limit);
-    this.#fns.deliver.apply(undefined, [id, answerJson], { timeout: limit }).then(
+    this.#entry.apply(undefined, [OP.deliver, id, answerJson], { timeout: limit }).then(
       () => clearTimeout(watchdog),
       (err: unknown) => {
         clearTimeout(watchdog);
@@ -397,42 +402,77 @@ export class IsolateRuntime {
 
   /** onEvent(event, ctx): resolves with the result as JSON. */
   invoke(invocationId: string, eventJson: string): Promise<string> {
-    if (this.#onHostThread) return this.#invokeOnHost(invocationId, eventJson);
-    return this.#call('run', [invocationId, eventJson]);
+    return new Promise<string>((resolve, reject) => this.run(invocationId, eventJson, (err, json) => (err ? reject(err) : resolve(json!))));
+  }
+
+  /**
+   * onEvent(event, ctx), ending in `done`: on the host's thread without a promise in between (a quick
+   * task's invocation costs a few microseconds, and each promise and await on its way is a good part of
+   * them). `done` may be called before this returns.
+   */
+  run(invocationId: string, eventJson: string, done: Done): void {
+    if (this.#onHostThread) {
+      this.#invokeOnHost(invocationId, eventJson, done);
+      return;
+    }
+    this.#call('run', [invocationId, eventJson]).then(
+      (json) => done(undefined, json),
+      (err: unknown) => done(err as RuntimeError, undefined),
+    );
   }
 
   /**
    * A synchronous call into the isolate on the host's thread, with the task's time limit; how long it
    * held the thread is reported (onHostThreadCall), so that a task gone slow goes back to the thread pool.
    */
-  #sync(fn: ivm.Reference, args: unknown[], limit: number): void {
+  #sync(args: unknown[], limit: number, invocations = 1): void {
     const started = this.#isolate.cpuTime;
     try {
-      fn.applySync(undefined, args, { timeout: limit });
+      this.#entry!.applySync(undefined, args, { timeout: limit });
     } finally {
-      this.onHostThreadCall?.(this.#isolate.isDisposed ? Infinity : Number(this.#isolate.cpuTime - started));
+      const ns = this.#isolate.isDisposed ? Infinity : Number(this.#isolate.cpuTime - started);
+      // 0: the caller reports it, once it knows how many invocations the call ran (runMany).
+      if (invocations > 0) this.onHostThreadCall?.(ns, invocations);
+      else this.#lastCallNs = ns;
     }
   }
 
   /**
-   * Starts work on the host's thread (fn(seq, ...args)) and resolves when the sandbox reports it done.
-   * What did not settle within the call (it awaits a host call or a timer) gets the wall-clock limit.
+   * Hands the work reported done during a call that has returned to its callbacks, in order; called once
+   * the call's outcome is known (a timeout disposes the isolate first, so nothing reuses it).
    */
-  #startOnHost(fn: ivm.Reference, args: unknown[], what: string): Promise<string> {
-    if (!this.alive || !this.#fns) return Promise.reject(new RuntimeError(this.#deathReason?.code ?? 'COORD_ERR_TASK_HOST_CRASHED', 'the task isolate is gone'));
+  #handOver(): void {
+    if (this.#completed.length === 0) return;
+    const completed = this.#completed;
+    this.#completed = [];
+    for (const entry of completed) entry.done(entry.err, entry.value);
+  }
+
+  /**
+   * Starts work on the host's thread (entry(op, seq, a, b)) and calls `done` when the sandbox reports it done
+   * (after the call that reported it has returned). What did not settle within the call (it awaits a
+   * host call or a timer) gets the wall-clock limit.
+   */
+  #startOnHost(op: number, a: unknown, b: unknown, what: string, done: Done): void {
+    if (!this.alive || !this.#entry) {
+      done(new RuntimeError(this.#deathReason?.code ?? 'COORD_ERR_TASK_HOST_CRASHED', 'the task isolate is gone'), undefined);
+      return;
+    }
     const limit = this.#task.timeoutMs;
     const seq = this.#nextSeq++;
-    return new Promise<string>((resolve, reject) => {
-      const entry: OnHost = { resolve, reject, timer: undefined };
-      this.#onHost.set(seq, entry);
-      try {
-        this.#sync(fn, [seq, ...args], limit);
-      } catch (err) {
-        this.#onHost.delete(seq);
-        reject(this.#classify(err));
-        return;
-      }
-      if (!this.#onHost.has(seq)) return;
+    const entry: OnHost = { done, timer: undefined, err: undefined, value: undefined };
+    this.#onHost.set(seq, entry);
+    try {
+      this.#sync(b === undefined ? [op, seq, a] : [op, seq, a, b], limit);
+    } catch (err) {
+      // Not pending any more if it reported before the call threw (a timeout in code after its report).
+      const pending = this.#onHost.delete(seq);
+      const e = this.#classify(err);
+      this.#handOver();
+      if (pending) done(e, undefined);
+      return;
+    }
+    if (this.#onHost.has(seq)) {
       // It waits for something (a host call, a timer): what it published so far goes now.
       this.#flushPublishes();
       if (this.#onHost.has(seq)) {
@@ -441,20 +481,99 @@ export class IsolateRuntime {
           this.#kill(reason);
         }, limit);
       }
-    });
+    }
+    this.#handOver();
   }
 
-  async #invokeOnHost(invocationId: string, eventJson: string): Promise<string> {
+  #invokeOnHost(invocationId: string, eventJson: string, done: Done): void {
     this.active++;
+    this.#startOnHost(OP.runOnHost, invocationId, eventJson, 'an invocation', (err, json) => this.#ended(err, json, done));
+  }
+
+  /** An invocation on the host's thread ended: its result is checked against the limit. */
+  #ended(err: RuntimeError | undefined, json: string | undefined, done: Done): void {
+    this.active--;
+    this.idleSince = Date.now();
+    if (!err && json!.length > this.#task.maxResultBytes) {
+      err = new RuntimeError('COORD_ERR_TASK_LIMIT', `task ${this.#task.name} returned ${json!.length} bytes of JSON; the limit is ${this.#task.maxResultBytes}`);
+    }
+    done(err, err ? undefined : json);
+  }
+
+  /**
+   * Runs several invocations one after another in one call into the isolate, which must be on the host's
+   * thread. A call's time limit is one timer of isolated-vm's, and under load (thousands of calls a
+   * second) that timer was the largest single cost of a quick invocation: here the whole batch has the
+   * task's time limit once (the pool keeps a batch well inside it, see TaskPool), and crosses into the
+   * isolate once. Each invocation still reports on its own, as it settles, so a timeout or a memory
+   * failure fails only the one running. Returns the invocations not started (the batch stops at one
+   * that awaits something, or that left timers behind): they are the caller's again, in order.
+   */
+  runMany(items: readonly ManyItem[]): ManyItem[] {
+    if (!this.alive || !this.#entry || !this.#onHostThread) {
+      // One at a time off the host's thread (or failed at once, if the isolate is gone).
+      const [item] = items;
+      if (item) this.run(item.invocationId, item.eventJson, item.done);
+      return items.slice(1);
+    }
+    const n = items.length;
+    const seq0 = this.#nextSeq;
+    this.#nextSeq += n;
+    const args: unknown[] = [OP.runMany, seq0];
+    for (let i = 0; i < n; i++) {
+      const item = items[i]!;
+      this.#onHost.set(seq0 + i, { done: (err, json) => this.#ended(err, json, item.done), timer: undefined, err: undefined, value: undefined });
+      args.push(item.invocationId, item.eventJson);
+    }
+    this.active += n;
+    let threw: unknown;
+    let failed = false;
     try {
-      const json = await this.#startOnHost(this.#fns!.runOnHost, [invocationId, eventJson], 'an invocation');
-      if (json.length > this.#task.maxResultBytes) {
-        throw new RuntimeError('COORD_ERR_TASK_LIMIT', `task ${this.#task.name} returned ${json.length} bytes of JSON; the limit is ${this.#task.maxResultBytes}`);
+      this.#sync(args, this.#task.timeoutMs, 0);
+    } catch (err) {
+      failed = true;
+      threw = err;
+    }
+    // Reports come in order: the first item not reported is the one that ran last, the rest never started.
+    let first = 0;
+    while (first < n && !this.#onHost.has(seq0 + first)) first++;
+    let back: ManyItem[] = [];
+    if (first < n) {
+      let cut = failed ? n - first - 1 : this.#cutMany();
+      cut = Math.max(0, Math.min(cut, n - first));
+      for (let i = n - cut; i < n; i++) this.#onHost.delete(seq0 + i);
+      back = items.slice(n - cut);
+      this.active -= cut;
+    }
+    this.onHostThreadCall?.(this.#lastCallNs, Math.max(1, n - back.length));
+    const running = first < n ? this.#onHost.get(seq0 + first) : undefined;
+    if (failed) {
+      if (running) this.#onHost.delete(seq0 + first);
+      const e = this.#classify(threw);
+      this.#handOver();
+      running?.done(e, undefined);
+      return back;
+    }
+    if (running) {
+      // It waits for something (a host call, a timer): what it published so far goes now.
+      this.#flushPublishes();
+      if (this.#onHost.get(seq0 + first) === running) {
+        const limit = this.#task.timeoutMs;
+        running.timer = setTimeout(() => this.#kill({ code: 'COORD_ERR_TASK_TIMEOUT', message: `an invocation of task ${this.#task.name} ran longer than its ${limit} ms limit` }), limit);
       }
-      return json;
-    } finally {
-      this.active--;
-      this.idleSince = Date.now();
+    }
+    this.#handOver();
+    return back;
+  }
+
+  /** Ends the batch in the isolate; how many of its invocations it did not start. */
+  #cutMany(): number {
+    try {
+      const left: unknown = this.#entry!.applySync(undefined, [OP.cutMany], { timeout: EXPORT_LOOKUP_TIMEOUT_MS });
+      return typeof left === 'number' && Number.isInteger(left) ? left : 0;
+    } catch (err) {
+      this.#classify(err);
+      return 0;
     }
   }
 
@@ -465,9 +584,9 @@ export class IsolateRuntime {
 
   /** Sends what the sandbox holds back on the host's thread, when what made it goes on waiting. */
   #flushPublishes(): void {
-    if (!this.alive || !this.#fns) return;
+    if (!this.alive || !this.#entry) return;
     try {
-      this.#sync(this.#fns.flushPublishes, [], this.#task.timeoutMs);
+      this.#sync([OP.flushPublishes], this.#task.timeoutMs);
     } catch (err) {
       this.#classify(err);
     }
@@ -479,15 +598,16 @@ export class IsolateRuntime {
     if (!entry) return;
     this.#onHost.delete(seq);
     clearTimeout(entry.timer);
+    this.#completed.push(entry);
     if (ok) {
-      if (typeof value === 'string') entry.resolve(value);
-      else entry.reject(new RuntimeError('COORD_ERR_TASK_THREW', 'the task returned no result'));
+      if (typeof value === 'string') entry.value = value;
+      else entry.err = new RuntimeError('COORD_ERR_TASK_THREW', 'the task returned no result');
       return;
     }
     const w = wire({ message: typeof value === 'string' ? value : String(value), stack: typeof stack === 'string' ? stack : undefined });
     const e = new RuntimeError(w.code, w.message);
     if (w.stack) e.stack = w.stack;
-    entry.reject(e);
+    entry.err = e;
   }
 
   /** onStart(ctx) of a pinned task (no-op when the task has none). */
@@ -506,20 +626,20 @@ export class IsolateRuntime {
     if (this.#timers.size === 0) return;
     for (const t of this.#timers.values()) clearTimeout(t);
     this.#timers.clear();
-    if (!this.alive || !this.#fns) return;
+    if (!this.alive || !this.#entry) return;
     if (!this.#onHostThread) {
-      this.#fns.clearTimers.applyIgnored(undefined, [], { timeout: this.#task.timeoutMs });
+      this.#entry.applyIgnored(undefined, [OP.clearTimers], { timeout: this.#task.timeoutMs });
       return;
     }
     try {
-      this.#sync(this.#fns.clearTimers, [], this.#task.timeoutMs);
+      this.#sync([OP.clearTimers], this.#task.timeoutMs);
     } catch (err) {
       this.#classify(err);
     }
   }
 
   async #call(fn: 'run' | 'start' | 'stop', args: string[]): Promise<string> {
-    if (!this.alive || !this.#fns) throw new RuntimeError(this.#deathReason?.code ?? 'COORD_ERR_TASK_HOST_CRASHED', 'the task isolate is gone');
+    if (!this.alive || !this.#entry) throw new RuntimeError(this.#deathReason?.code ?? 'COORD_ERR_TASK_HOST_CRASHED', 'the task isolate is gone');
     const limit = this.#task.timeoutMs;
     let timer: NodeJS.Timeout | undefined;
     const expired = new Promise<never>((_, reject) => {
@@ -531,7 +651,7 @@ export class IsolateRuntime {
     });
     this.active++;
     try {
-      const call = this.#fns[fn].apply(undefined, args, { timeout: limit, result: { promise: true, copy: true } }) as Promise<string>;
+      const call = this.#entry.apply(undefined, [OP[fn], ...args], { timeout: limit, result: { promise: true, copy: true } }) as Promise<string>;
       const json = await Promise.race([call, expired]);
       if (typeof json !== 'string') throw new RuntimeError('COORD_ERR_TASK_THREW', 'the task returned no result');
       if (json.length > this.#task.maxResultBytes) {
@@ -577,25 +697,23 @@ export class IsolateRuntime {
     }
     if (!this.alive) return;
     const tick = (): void => {
-      if (!this.alive || !this.#fns) return;
+      if (!this.alive || !this.#entry) return;
       if (this.#onHostThread) {
-        this.#startOnHost(this.#fns.fireOnHost, [id], 'a timer callback').then(
-          (again) => {
+        this.#startOnHost(OP.fireOnHost, id, undefined, 'a timer callback', (e, again) => {
+          if (!e) {
             if (repeat && again === 'true' && this.alive) this.#timers.set(id, setTimeout(tick, ms));
             else this.#timers.delete(id);
-          },
-          (err: unknown) => {
-            this.#timers.delete(id);
-            const e = err as RuntimeError;
-            if (!this.alive) this.#host.failed({ code: e.code, message: `timer callback: ${e.message}` });
-            else this.#host.log('timer', 'error', `timer callback failed: ${e.code}: ${e.message}`);
-          },
-        );
+            return;
+          }
+          this.#timers.delete(id);
+          if (!this.alive) this.#host.failed({ code: e.code, message: `timer callback: ${e.message}` });
+          else this.#host.log('timer', 'error', `timer callback failed: ${e.code}: ${e.message}`);
+        });
         return;
       }
       const limit = this.#task.timeoutMs;
       const watchdog = setTimeout(() => this.#kill({ code: 'COORD_ERR_TASK_TIMEOUT', message: `a timer callback of task ${this.#task.name} ran longer than ${limit} ms` }), limit);
-      (this.#fns.fire.apply(undefined, [id], { timeout: limit, result: { promise: true, copy: true } }) as Promise<boolean>).then(
+      (this.#entry.apply(undefined, [OP.fire, id], { timeout: limit, result: { promise: true, copy: true } }) as Promise<boolean>).then(
         (again) => {
           clearTimeout(watchdog);
           if (repeat && again && this.alive) this.#timers.set(id, setTimeout(tick, ms));
@@ -627,11 +745,13 @@ export class IsolateRuntime {
   dispose(): void {
     for (const t of this.#timers.values()) clearTimeout(t);
     this.#timers.clear();
+    if (!this.#disposed) {
+      this.#disposed = true;
+      this.#context?.release();
+      if (!this.#isolate.isDisposed) this.#isolate.dispose();
+    }
+    // After the isolate is gone: what is failed here hears of it at once and must not find it alive.
     this.#failOnHost(this.#deathReason ?? { code: 'COORD_ERR_TASK_CANCELLED', message: `task ${this.#task.name} was unloaded` });
-    if (this.#disposed) return;
-    this.#disposed = true;
-    this.#context?.release();
-    if (!this.#isolate.isDisposed) this.#isolate.dispose();
   }
 
   /** Work on the host's thread has no isolated-vm promise to reject: it fails here, with why the isolate died. */
@@ -641,7 +761,7 @@ export class IsolateRuntime {
     this.#onHost.clear();
     for (const entry of pending) {
       clearTimeout(entry.timer);
-      entry.reject(new RuntimeError(reason.code, reason.message));
+      entry.done(new RuntimeError(reason.code, reason.message), undefined);
     }
   }
 }

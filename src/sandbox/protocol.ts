@@ -1,7 +1,9 @@
 /**
- * The messages between the coordinator core and its task host process (Node's IPC channel, one JSON
- * message per frame). The core owns every decision — what runs, what a task may do — and the host owns
- * the isolates; every host-API call a task makes travels to the core to be authorized there.
+ * The messages between the coordinator core and its task host process (Node's IPC channel with
+ * `serialization: 'advanced'`, one frame per turn, batch.ts). The core owns every decision — what runs,
+ * what a task may do — and the host owns the isolates; every host-API call a task makes travels to the
+ * core to be authorized there. The messages of every invocation (invoke, its successful result, its
+ * publishes) travel packed (wire.ts); the rest are these objects.
  */
 
 /** A coded error as it crosses the process boundary. */
@@ -43,14 +45,12 @@ export interface TaskLoad {
   readonly maxLogLines: number;
 }
 
-/** Core → host. */
+/** Core → host (besides packed invocations, wire.ts packInvoke). */
 export type CoreToHost =
   | { readonly t: 'load'; readonly task: TaskLoad }
   | { readonly t: 'unload'; readonly key: string }
-  | { readonly t: 'invoke'; readonly id: string; readonly key: string; readonly eventJson: string }
   | { readonly t: 'reply'; readonly callId: number; readonly ok: boolean; readonly valueJson?: string; readonly error?: WireError }
-  | { readonly t: 'stats' }
-  | { readonly t: 'batch'; readonly m: readonly CoreToHost[] };
+  | { readonly t: 'stats' };
 
 /** Per-task figures the host reports on request. */
 export interface HostTaskStats {
@@ -63,20 +63,20 @@ export interface HostTaskStats {
   readonly onHostThread: boolean;
 }
 
-/** Host → core. */
+/**
+ * Host → core (besides packed successful results and publishes, wire.ts packResult and packPublish: a
+ * task's ctx.publish is one-way, the sandbox already checked it and the core checks it again).
+ */
 export type HostToCore =
   | { readonly t: 'ready'; readonly pid: number }
   | { readonly t: 'loaded'; readonly key: string; readonly ok: boolean; readonly error?: WireError }
   | { readonly t: 'unloaded'; readonly key: string }
-  /** `quick`: the task's isolates run on the host's thread now, so the core may pipeline its invocations. */
-  | { readonly t: 'result'; readonly id: string; readonly ok: boolean; readonly valueJson?: string; readonly error?: WireError; readonly ms: number; readonly quick?: true }
+  /** A failed invocation. `quick`: the task's isolates run on the host's thread now, so the core may pipeline its invocations. */
+  | { readonly t: 'result'; readonly id: string; readonly ok: false; readonly error: WireError; readonly quick?: true }
   | { readonly t: 'call'; readonly callId: number; readonly key: string; readonly invocationId: string; readonly method: string; readonly argsJson: string }
   | { readonly t: 'log'; readonly key: string; readonly invocationId: string; readonly level: LogLevel; readonly text: string }
   | { readonly t: 'stats'; readonly tasks: readonly HostTaskStats[]; readonly rssBytes: number }
-  | { readonly t: 'failed'; readonly key: string; readonly error: WireError }
-  /** A task's ctx.publish: one-way (the sandbox already checked it; the core checks it again). */
-  | { readonly t: 'publish'; readonly key: string; readonly invocationId: string; readonly topic: string; readonly text?: string; readonly base64?: string; readonly qos: 0 | 1 }
-  | { readonly t: 'batch'; readonly m: readonly HostToCore[] };
+  | { readonly t: 'failed'; readonly key: string; readonly error: WireError };
 
 /** Levels of task log lines. */
 export type LogLevel = 'debug' | 'info' | 'warn' | 'error';

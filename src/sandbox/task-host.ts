@@ -11,8 +11,9 @@ import { EventEmitter } from 'node:events';
 import { fileURLToPath } from 'node:url';
 import { CoordinatorError, ERRORS, type ErrorCode } from '../errors.js';
 import type { Logger } from '../log/logger.js';
-import { Batcher } from './batch.js';
+import { Batcher, type Frame } from './batch.js';
 import type { CoreToHost, HostTaskStats, HostToCore, LogLevel, TaskLoad, WireError } from './protocol.js';
+import { packInvoke, WireReader } from './wire.js';
 
 /**
  * The host's entry: next to this module in dist/; when this module runs from its TypeScript source (an
@@ -63,6 +64,9 @@ interface Waiter<T> {
   reject: (err: Error) => void;
 }
 
+/** How an invocation ends: `done(undefined, resultJson)` or `done(error)`. */
+export type InvocationDone = (err: CoordinatorError | undefined, json?: string) => void;
+
 /** The supervised task host process. */
 export class TaskHost extends EventEmitter<{ restarted: []; exit: [code: number | null, signal: NodeJS.Signals | null] }> {
   readonly #opts: TaskHostOptions;
@@ -70,7 +74,7 @@ export class TaskHost extends EventEmitter<{ restarted: []; exit: [code: number 
   #ready: Promise<void> | undefined;
   readonly #tasks = new Map<string, TaskLoad>();
   readonly #loads = new Map<string, Waiter<void>[]>();
-  readonly #invocations = new Map<string, Waiter<string> & { readonly key: string }>();
+  readonly #invocations = new Map<string, { readonly done: InvocationDone; readonly key: string }>();
   readonly #unloads = new Map<string, () => void>();
   /** Keys of the tasks the host last reported quick. */
   readonly #quick = new Set<string>();
@@ -104,17 +108,20 @@ export class TaskHost extends EventEmitter<{ restarted: []; exit: [code: number 
         // COORD_TASK_HOST_NODE_ARGS adds node flags to the host (e.g. "--cpu-prof --cpu-prof-dir=/tmp/p" to profile it).
         execArgv: ['--no-node-snapshot', ...(process.env.COORD_TASK_HOST_NODE_ARGS ?? '').split(' ').filter(Boolean)],
         stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
-        serialization: 'json',
+        // Packed records (wire.ts) cross as they are; JSON would escape every event inside its message.
+        serialization: 'advanced',
       });
       this.#child = child;
-      const onReady = (m: HostToCore): void => {
-        if (m.t !== 'ready') return;
-        child.off('message', onReady);
-        this.#upSince = Date.now();
-        resolve();
-      };
-      child.on('message', onReady);
-      child.on('message', (m: HostToCore) => this.#onMessage(m));
+      let ready = false;
+      child.on('message', (frame: Frame<HostToCore>) => {
+        if (!Array.isArray(frame)) return;
+        if (!ready && frame.some((m) => typeof m !== 'string' && m.t === 'ready')) {
+          ready = true;
+          this.#upSince = Date.now();
+          resolve();
+        }
+        this.#onFrame(frame);
+      });
       child.once('error', reject);
       child.once('exit', (code, signal) => {
         reject(new CoordinatorError('COORD_ERR_TASK_HOST_CRASHED', `task host exited (${signal ?? code}) before it was ready`));
@@ -123,23 +130,71 @@ export class TaskHost extends EventEmitter<{ restarted: []; exit: [code: number 
     });
   }
 
-  readonly #outbox = new Batcher<CoreToHost>((m) => {
+  readonly #outbox = new Batcher<CoreToHost>((frame) => {
     const child = this.#child;
-    if (child?.connected) child.send(m.length === 1 ? m[0]! : { t: 'batch', m });
+    if (child?.connected) child.send(frame);
   });
 
   #send(message: CoreToHost): void {
     this.#outbox.push(message);
   }
 
+  #onFrame(frame: Frame<HostToCore>): void {
+    for (const m of frame) {
+      if (typeof m !== 'string') {
+        this.#onMessage(m);
+        continue;
+      }
+      try {
+        this.#onPacked(m);
+      } catch (err) {
+        // Only a broken host sends this; what it lost is failed by the scheduler's watchdog.
+        this.#opts.log.error({ code: 'COORD_ERR_INTERNAL', err }, 'malformed message from the task host; the rest of its frame is dropped');
+      }
+    }
+  }
+
+  /** Packed results and publishes (wire.ts), in the order the host made them. */
+  #onPacked(packed: string): void {
+    const r = new WireReader(packed);
+    while (!r.done) {
+      const type = r.letter();
+      if (type === 114) {
+        // 'r': a result
+        const quick = r.letter() === 113;
+        const id = r.field();
+        this.#settle(id, quick, true, r.field(), undefined);
+      } else if (type === 112) {
+        // 'p': a publish
+        const qos = r.letter() === 49 ? 1 : 0;
+        const text = r.letter() === 116;
+        const key = r.field();
+        const invocationId = r.field();
+        const topic = r.field();
+        const data = r.field();
+        this.#opts.onPublish(key, invocationId, topic, text ? Buffer.from(data) : Buffer.from(data, 'base64'), qos);
+      } else {
+        throw new Error(`unknown packed record type ${type}`);
+      }
+    }
+  }
+
+  #settle(id: string, quick: boolean, ok: boolean, valueJson: string | undefined, error: WireError | undefined): void {
+    const w = this.#invocations.get(id);
+    if (!w) return;
+    this.#invocations.delete(id);
+    const { key } = w;
+    if (this.#quick.has(key) !== quick) {
+      if (quick) this.#quick.add(key);
+      else this.#quick.delete(key);
+      this.#opts.onPipeline?.(key, quick ? QUICK_PIPELINE_DEPTH : 1);
+    }
+    if (ok) w.done(undefined, valueJson ?? 'null');
+    else w.done(fromWire(error));
+  }
+
   #onMessage(m: HostToCore): void {
     switch (m.t) {
-      case 'batch':
-        for (const one of m.m) this.#onMessage(one);
-        break;
-      case 'publish':
-        this.#opts.onPublish(m.key, m.invocationId, m.topic, m.text !== undefined ? Buffer.from(m.text) : Buffer.from(m.base64 ?? '', 'base64'), m.qos);
-        break;
       case 'loaded': {
         const waiters = this.#loads.get(m.key) ?? [];
         this.#loads.delete(m.key);
@@ -157,20 +212,9 @@ export class TaskHost extends EventEmitter<{ restarted: []; exit: [code: number 
         this.#unloads.get(m.key)?.();
         this.#unloads.delete(m.key);
         break;
-      case 'result': {
-        const w = this.#invocations.get(m.id);
-        if (!w) break;
-        this.#invocations.delete(m.id);
-        const { key } = w;
-        if (this.#quick.has(key) !== (m.quick === true)) {
-          if (m.quick) this.#quick.add(key);
-          else this.#quick.delete(key);
-          this.#opts.onPipeline?.(key, m.quick ? QUICK_PIPELINE_DEPTH : 1);
-        }
-        if (m.ok) w.resolve(m.valueJson ?? 'null');
-        else w.reject(fromWire(m.error));
+      case 'result':
+        this.#settle(m.id, m.quick === true, false, undefined, m.error);
         break;
-      }
       case 'call': {
         // Answered only to the host process that asked: a reply to a host that died since must not
         // reach a call with the same id in its successor (another task's call).
@@ -205,8 +249,9 @@ export class TaskHost extends EventEmitter<{ restarted: []; exit: [code: number 
     this.#child = undefined;
     this.emit('exit', code, signal);
     const crashed = new CoordinatorError('COORD_ERR_TASK_HOST_CRASHED', `the task host process exited (${signal ?? `code ${code}`}) while the invocation was in it`);
-    for (const w of this.#invocations.values()) w.reject(crashed);
+    const failed = [...this.#invocations.values()];
     this.#invocations.clear();
+    for (const w of failed) w.done(crashed);
     // A new host learns again which tasks are quick.
     for (const key of this.#quick) this.#opts.onPipeline?.(key, 1);
     this.#quick.clear();
@@ -268,17 +313,31 @@ export class TaskHost extends EventEmitter<{ restarted: []; exit: [code: number 
   }
 
   /** Runs onEvent in the task's isolate; resolves with the result as JSON. */
-  async invoke(key: string, id: string, eventJson: string): Promise<string> {
-    // While the host restarts, wait for it (the scheduler's watchdog bounds the wait) rather than
-    // failing tasks that had nothing to do with the crash.
-    while (!this.#child?.connected) {
-      if (this.#closing) throw new CoordinatorError('COORD_ERR_TASK_CANCELLED', 'the coordinator is stopping');
-      await new Promise((r) => setTimeout(r, 20));
+  invoke(key: string, id: string, eventJson: string): Promise<string> {
+    return new Promise<string>((resolve, reject) => this.run(key, id, eventJson, (err, json) => (err ? reject(err) : resolve(json!))));
+  }
+
+  /** As invoke(), telling `done` (never before this returns): no promise per invocation. */
+  run(key: string, id: string, eventJson: string, done: InvocationDone): void {
+    if (!this.#child?.connected) {
+      this.#runLater(key, id, eventJson, done);
+      return;
     }
-    return new Promise<string>((resolve, reject) => {
-      this.#invocations.set(id, { resolve, reject, key });
-      this.#send({ t: 'invoke', id, key, eventJson });
-    });
+    this.#invocations.set(id, { done, key });
+    this.#outbox.pack(packInvoke(id, key, eventJson));
+  }
+
+  /**
+   * While the host restarts, waits for it (the scheduler's watchdog bounds the wait) rather than failing
+   * tasks that had nothing to do with the crash.
+   */
+  #runLater(key: string, id: string, eventJson: string, done: InvocationDone): void {
+    const retry = (): void => {
+      if (this.#child?.connected) this.run(key, id, eventJson, done);
+      else if (this.#closing) done(new CoordinatorError('COORD_ERR_TASK_CANCELLED', 'the coordinator is stopping'));
+      else setTimeout(retry, 20);
+    };
+    setTimeout(retry, this.#closing ? 0 : 20);
   }
 
   /** Isolates and heap per task, and the host's RSS. */

@@ -60,11 +60,21 @@ export interface Invocation {
 /** Runs one invocation; resolves with its result, rejects with a CoordinatorError (code COORD_ERR_TASK_*). */
 export type Executor = (invocation: Invocation) => Promise<unknown>;
 
+/**
+ * The same, telling `done` once instead of settling a promise: `done(undefined, value)` or `done(error)`.
+ * For the runtime's hot path, where each promise and microtask between the task host's answer and the
+ * next dispatch is a good part of what an invocation costs the core. `done` must not be called before
+ * this returns.
+ */
+export type CallbackExecutor = (invocation: Invocation, done: (err: unknown, value?: unknown) => void) => void;
+
 /** How the scheduler is built. */
 export interface SchedulerOptions {
   /** Global worker slots: most invocations running at once across all tasks. */
   readonly slots: number;
-  readonly executor: Executor;
+  /** Runs invocations: one of `executor` and `execute`. */
+  readonly executor?: Executor;
+  readonly execute?: CallbackExecutor;
   /** Extra time past a task's timeoutMs before the scheduler itself fails the invocation with COORD_ERR_TASK_TIMEOUT (the executor normally answers first). Default 1000. */
   readonly watchdogGraceMs?: number;
   /** Told of every state change (for logs and deployment health). */
@@ -72,10 +82,13 @@ export interface SchedulerOptions {
   readonly now?: () => number;
 }
 
-interface Caller {
+/** Who hears how an invocation ends (submitTo): once, after its retries. */
+export interface InvocationCaller {
   readonly resolve: (value: unknown) => void;
   readonly reject: (err: CoordinatorError) => void;
 }
+
+type Caller = InvocationCaller;
 
 interface Waiting {
   /** Global enqueue order: FIFO within a priority holds across tasks. */
@@ -89,8 +102,6 @@ interface Backoff {
   readonly timer: ReturnType<typeof setTimeout>;
   readonly caller: Caller;
 }
-
-type Outcome = { readonly ok: true; readonly value: unknown } | { readonly ok: false; readonly error: CoordinatorError };
 
 interface TaskEntry {
   readonly spec: SchedulerTaskSpec;
@@ -113,7 +124,8 @@ const MAX_TIMER_MS = 2_147_483_647;
 /** Bounded priority queue with worker slots, per-task concurrency, watchdog, retries and BROKEN state. */
 export class Scheduler {
   readonly #slots: number;
-  readonly #executor: Executor;
+  readonly #executor: Executor | undefined;
+  readonly #execute: CallbackExecutor | undefined;
   readonly #graceMs: number;
   readonly #onStateChange: SchedulerOptions['onStateChange'];
   readonly #now: () => number;
@@ -128,8 +140,11 @@ export class Scheduler {
   #closing: Promise<void> | undefined;
   #idle: (() => void) | undefined;
 
-  /** Throws a RangeError for slots that are not a positive integer or a negative grace. */
+  /** Throws a RangeError for slots that are not a positive integer, a negative grace, or not exactly one of executor and execute. */
   constructor(options: SchedulerOptions) {
+    if ((options.executor === undefined) === (options.execute === undefined)) {
+      throw new RangeError('scheduler: give exactly one of executor and execute');
+    }
     if (!Number.isInteger(options.slots) || options.slots < 1) {
       throw new RangeError(`scheduler: slots must be an integer >= 1, got ${options.slots}`);
     }
@@ -139,6 +154,7 @@ export class Scheduler {
     }
     this.#slots = options.slots;
     this.#executor = options.executor;
+    this.#execute = options.execute;
     this.#graceMs = grace;
     this.#onStateChange = options.onStateChange;
     this.#now = options.now ?? Date.now;
@@ -175,21 +191,28 @@ export class Scheduler {
 
   /** Queues an invocation; resolves/rejects when it finally succeeds or fails (after retries). Rejects at once (without queueing) with COORD_ERR_TASK_UNKNOWN, COORD_ERR_TASK_BROKEN or COORD_ERR_TASK_QUEUE_FULL (that one also counts in `rejected`). */
   submit(task: string, event: unknown): Promise<unknown> {
+    return new Promise<unknown>((resolve, reject) => this.submitTo(task, event, { resolve, reject }));
+  }
+
+  /**
+   * As submit(), telling `caller` instead of settling a promise; a refusal is told before this returns.
+   * For callers that do not wait for the outcome (routed messages): no promise per invocation.
+   */
+  submitTo(task: string, event: unknown, caller: InvocationCaller): void {
     if (this.#closing !== undefined) {
-      return Promise.reject(cancelled(`The coordinator is stopping; the invocation of task "${task}" was not queued.`));
+      caller.reject(cancelled(`The coordinator is stopping; the invocation of task "${task}" was not queued.`));
+      return;
     }
     const entry = this.#tasks.get(task);
-    if (entry === undefined) return Promise.reject(unknownTask(task));
-    if (entry.stats.state === 'BROKEN') return Promise.reject(brokenError(task, entry.stats));
+    if (entry === undefined) return caller.reject(unknownTask(task));
+    if (entry.stats.state === 'BROKEN') return caller.reject(brokenError(task, entry.stats));
     if (waitingCount(entry) >= entry.spec.queueDepth) {
       entry.stats.rejected++;
-      return Promise.reject(queueFull(task, entry.spec.queueDepth));
+      return caller.reject(queueFull(task, entry.spec.queueDepth));
     }
     const baseId = `${task}-${++this.#ids}`;
-    return new Promise<unknown>((resolve, reject) => {
-      this.#enqueue(entry, { id: baseId, task, event, attempt: 1, enqueuedAt: this.#now() }, baseId, { resolve, reject });
-      this.#dispatch();
-    });
+    this.#enqueue(entry, { id: baseId, task, event, attempt: 1, enqueuedAt: this.#now() }, baseId, caller);
+    this.#dispatch();
   }
 
   /**
@@ -300,7 +323,7 @@ export class Scheduler {
       this.#running++;
     }
     let settled = false;
-    const finish = (outcome: Outcome): void => {
+    const finish = (error: CoordinatorError | undefined, value: unknown): void => {
       // The watchdog and the executor race; whichever comes second is ignored.
       if (settled) return;
       settled = true;
@@ -311,26 +334,36 @@ export class Scheduler {
         entry.slotted--;
         this.#running--;
       }
-      if (outcome.ok) this.#succeeded(entry, job, outcome.value);
-      else this.#failed(entry, job, outcome.error);
+      if (error === undefined) this.#succeeded(entry, job, value);
+      else this.#failed(entry, job, error);
       this.#dispatch();
       this.#settleIdle();
     };
     const { invocation } = job;
     const watchdog = setTimeout(
-      () => finish({ ok: false, error: watchdogTimeout(invocation.task, invocation.id, entry.spec.timeoutMs) }),
+      () => finish(watchdogTimeout(invocation.task, invocation.id, entry.spec.timeoutMs), undefined),
       Math.min(entry.spec.timeoutMs * rounds + this.#graceMs, MAX_TIMER_MS),
     );
+    if (this.#execute) {
+      try {
+        this.#execute(invocation, (err, value) => finish(err === undefined ? undefined : asTaskError(err, invocation.task, invocation.id), value));
+      } catch (err) {
+        const error = asTaskError(err, invocation.task, invocation.id);
+        // Settled on a later tick like any other failure, so dispatch never re-enters itself.
+        queueMicrotask(() => finish(error, undefined));
+      }
+      return;
+    }
     let result: Promise<unknown>;
     try {
-      result = Promise.resolve(this.#executor(invocation));
+      result = Promise.resolve(this.#executor!(invocation));
     } catch (err) {
       // Settled on a later tick like any other failure, so dispatch never re-enters itself.
       result = Promise.reject(asTaskError(err, invocation.task, invocation.id));
     }
     void result.then(
-      (value) => finish({ ok: true, value }),
-      (err: unknown) => finish({ ok: false, error: asTaskError(err, invocation.task, invocation.id) }),
+      (value) => finish(undefined, value),
+      (err: unknown) => finish(asTaskError(err, invocation.task, invocation.id), undefined),
     );
   }
 

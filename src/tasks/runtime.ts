@@ -19,7 +19,7 @@ import { parseTarget, RouteTable, type MessageSource, type Route } from '../rout
 import { anyMatches } from '../router/topic.js';
 import { TaskHost } from '../sandbox/task-host.js';
 import type { LogLevel, TaskLoad } from '../sandbox/protocol.js';
-import { Scheduler, type Invocation, type TaskStats } from '../scheduler/scheduler.js';
+import { Scheduler, type Invocation, type InvocationCaller, type TaskStats } from '../scheduler/scheduler.js';
 import type { DeviceActions } from '../devices/actions.js';
 import type { ShadowLimits } from '../shadow/request.js';
 import type { ShadowId, ShadowService } from '../shadow/service.js';
@@ -39,6 +39,8 @@ interface Installed {
   readonly installedAt: string;
   /** Topics routes may deliver to the task: permissions.subscribe plus its own topic triggers. */
   readonly mayReceive: readonly string[];
+  /** Invocations executing now: a replaced version is unloaded once its are done. */
+  executing: number;
 }
 
 /** A task as `coordinator tasks list` shows it. */
@@ -111,9 +113,14 @@ export class TaskRuntime extends EventEmitter<TaskRuntimeEvents> {
   /** Set by stop(): device messages no longer follow routes. */
   #stopped = false;
   readonly #onDelta = (id: ShadowId, payload: Record<string, unknown>): void => this.#shadowDelta(id, payload);
-
-  /** Invocations executing per task version: replaced versions are unloaded once theirs finish. */
-  readonly #executing = new Map<string, number>();
+  /**
+   * Hears how invocations nobody waits for end (routed messages, triggers): one object for all of them.
+   * Refusals are counted by the scheduler; failures are in the task's log already.
+   */
+  readonly #quiet: InvocationCaller = {
+    resolve: () => undefined,
+    reject: (e) => this.#deps.log.debug({ code: e.code }, `invocation not completed: ${e.message}`),
+  };
 
   constructor(deps: TaskRuntimeDeps) {
     super();
@@ -153,7 +160,7 @@ export class TaskRuntime extends EventEmitter<TaskRuntimeEvents> {
     this.#host.on('restarted', () => deps.log.warn({ code: 'COORD_ERR_TASK_HOST_CRASHED', restarts: this.#host.restarts }, 'task host restarted; tasks reloaded'));
     this.#scheduler = new Scheduler({
       slots: t.slots ?? Math.max(1, cpus().length),
-      executor: (inv) => this.#execute(inv),
+      execute: (inv, done) => this.#execute(inv, done),
       onStateChange: (task, state, error) => {
         const level = state === 'BROKEN' ? 'error' : state === 'ERRORED' ? 'warn' : 'info';
         deps.log[level]({ task, state, code: error?.code }, `task ${task} is ${state}`);
@@ -230,7 +237,7 @@ export class TaskRuntime extends EventEmitter<TaskRuntimeEvents> {
       }
       const key = `${b.spec.name}@${b.spec.version}#${gen}`;
       const topics = b.spec.triggers.flatMap((tr) => ('topic' in tr ? [tr.topic] : []));
-      next.set(b.spec.name, { spec: b.spec, key, sha256: b.sha256, installedAt: new Date().toISOString(), mayReceive: [...b.spec.permissions.subscribe, ...topics] });
+      next.set(b.spec.name, { spec: b.spec, key, sha256: b.sha256, installedAt: new Date().toISOString(), mayReceive: [...b.spec.permissions.subscribe, ...topics], executing: 0 });
       toLoad.push({
         key,
         name: b.spec.name,
@@ -296,7 +303,7 @@ export class TaskRuntime extends EventEmitter<TaskRuntimeEvents> {
    */
   async #drain(key: string): Promise<void> {
     const deadline = Date.now() + this.#deps.config.deployments.drainMs;
-    while ((this.#executing.get(key) ?? 0) > 0 && Date.now() < deadline) {
+    while ((this.#byKey.get(key)?.executing ?? 0) > 0 && Date.now() < deadline) {
       await new Promise((r) => setTimeout(r, 10));
     }
   }
@@ -328,33 +335,38 @@ export class TaskRuntime extends EventEmitter<TaskRuntimeEvents> {
     return this.#scheduler.submit(task, event);
   }
 
-  #submit(task: string, event: TaskEvent): void {
-    this.#scheduler.submit(task, event).catch((err: unknown) => {
-      const e = err as CoordinatorError;
-      // Refusals are counted by the scheduler; failures are in the task's log already.
-      this.#deps.log.debug({ task, code: e.code, type: event.type }, `invocation not completed: ${e.message}`);
-    });
+  /** Queues an invocation nobody waits for; `event` may be its JSON already (see messageEventJson). */
+  #submit(task: string, event: TaskEvent | string): void {
+    this.#scheduler.submitTo(task, event, this.#quiet);
   }
 
-  async #execute(inv: Invocation): Promise<unknown> {
+  #execute(inv: Invocation, done: (err: unknown, value?: unknown) => void): void {
     const installed = this.#installed.get(inv.task);
-    if (!installed) throw new CoordinatorError('COORD_ERR_TASK_CANCELLED', `task ${inv.task} is no longer installed`);
-    this.#callers.set(inv.id, { spec: installed.spec, invocationId: inv.id, publishes: 0, background: false });
-    const key = installed.key;
-    this.#executing.set(key, (this.#executing.get(key) ?? 0) + 1);
-    try {
-      const json = await this.#host.invoke(installed.key, inv.id, JSON.stringify(inv.event));
-      return JSON.parse(json) as unknown;
-    } catch (err) {
-      const e = err as CoordinatorError;
-      this.#taskLog(inv.task, inv.id, 'error', `${e.code}: ${e.message}`);
-      throw err;
-    } finally {
-      this.#callers.delete(inv.id);
-      const left = this.#executing.get(key)! - 1;
-      if (left === 0) this.#executing.delete(key);
-      else this.#executing.set(key, left);
+    if (!installed) {
+      const err = new CoordinatorError('COORD_ERR_TASK_CANCELLED', `task ${inv.task} is no longer installed`);
+      queueMicrotask(() => done(err));
+      return;
     }
+    this.#callers.set(inv.id, { spec: installed.spec, invocationId: inv.id, publishes: 0, background: false });
+    installed.executing++;
+    const eventJson = typeof inv.event === 'string' ? inv.event : JSON.stringify(inv.event);
+    this.#host.run(installed.key, inv.id, eventJson, (err, json) => {
+      this.#callers.delete(inv.id);
+      installed.executing--;
+      if (err) {
+        this.#taskLog(inv.task, inv.id, 'error', `${err.code}: ${err.message}`);
+        done(err);
+        return;
+      }
+      let value: unknown = null;
+      try {
+        if (json !== 'null') value = JSON.parse(json!);
+      } catch (e) {
+        done(e);
+        return;
+      }
+      done(undefined, value);
+    });
   }
 
   /** Who a host call comes from: its running invocation, or (a pinned task's timer, onStart) the task in the background. */
@@ -394,7 +406,7 @@ export class TaskRuntime extends EventEmitter<TaskRuntimeEvents> {
       }
       return undefined;
     }
-    let event: MessageEvent | undefined;
+    let eventJson: string | undefined;
     let spooled: Promise<unknown> | undefined;
     for (const r of hits) {
       if (r.cloud) {
@@ -416,8 +428,8 @@ export class TaskRuntime extends EventEmitter<TaskRuntimeEvents> {
         this.#deps.log.warn({ code: 'COORD_ERR_TASK_DENIED', task: r.task, topic }, `route to task ${r.task} dropped: ${topic} is outside its permissions.subscribe`);
         continue;
       }
-      event ??= messageEvent(source, topic, payload, qos);
-      this.#submit(r.task, event);
+      eventJson ??= messageEventJson(source, topic, payload, qos);
+      this.#submit(r.task, eventJson);
     }
     return spooled;
   }
@@ -487,6 +499,17 @@ export class TaskRuntime extends EventEmitter<TaskRuntimeEvents> {
     await Promise.race([this.#scheduler.close(), new Promise((r) => setTimeout(r, 1000).unref())]);
     await this.#host.close();
   }
+}
+
+/**
+ * The event a task receives for an MQTT message, as the JSON the task host takes. A text payload goes as
+ * its text alone, without `payload`: the sandbox parses it (bootstrap.ts, eventOf), as messageEvent
+ * would, so the core neither parses it nor serializes it again, and keeps one string per queued
+ * invocation instead of its objects.
+ */
+export function messageEventJson(source: MessageSource, topic: string, payload: Buffer, qos: 0 | 1): string {
+  if (!isUtf8(payload)) return JSON.stringify(messageEvent(source, topic, payload, qos));
+  return `{"type":"message","topic":${JSON.stringify(topic)},"text":${JSON.stringify(payload.toString('utf8'))},"qos":${qos},"source":${JSON.stringify(source)}}`;
 }
 
 /** The event a task receives for an MQTT message. */

@@ -469,5 +469,38 @@ describe('Scheduler redeploy and close', () => {
     expect(() => h.scheduler.setTasks([spec('u'), spec('u')])).toThrow(/listed twice/);
     expect(h.scheduler.stats('t')).toBeDefined();
     expect(() => new Scheduler({ slots: 0, executor: () => Promise.resolve() })).toThrow(RangeError);
+    expect(() => new Scheduler({ slots: 1 })).toThrow(/exactly one of executor and execute/);
+    expect(() => new Scheduler({ slots: 1, executor: () => Promise.resolve(), execute: () => undefined })).toThrow(RangeError);
+  });
+
+  it('runs a callback executor like a promise one: results, failures, a synchronous throw, submitTo', async () => {
+    const pending: { invocation: Invocation; done: (err: unknown, value?: unknown) => void }[] = [];
+    const scheduler = new Scheduler({
+      slots: 1,
+      execute: (invocation, done) => {
+        if (invocation.event === 'throw') throw new TypeError('not a function');
+        pending.push({ invocation, done });
+      },
+    });
+    scheduler.setTasks([spec('t', { concurrency: 1 })]);
+    const first = track(scheduler.submit('t', 1));
+    const second = track(scheduler.submit('t', 2));
+    const heard: string[] = [];
+    scheduler.submitTo('t', 3, { resolve: (v) => heard.push(`ok:${String(v)}`), reject: (e) => heard.push(`err:${e.code}`) });
+    expect(pending.map((p) => p.invocation.event)).toEqual([1]);
+    pending.shift()!.done(undefined, 'one');
+    await flush();
+    expect(first).toMatchObject({ status: 'fulfilled', value: 'one' });
+    pending.shift()!.done(taskError('COORD_ERR_TASK_THREW'));
+    await flush();
+    expect(second).toMatchObject({ status: 'rejected', error: { code: 'COORD_ERR_TASK_THREW' } });
+    pending.shift()!.done(undefined, 'three');
+    expect(heard).toEqual(['ok:three']);
+    const thrown = await scheduler.submit('t', 'throw').catch((e: unknown) => e as CoordinatorError);
+    expect(thrown).toMatchObject({ code: 'COORD_ERR_TASK_THREW', message: containing('not a function') });
+    expect(scheduler.stats('t')).toMatchObject({ succeeded: 2, failed: 2, running: 0 });
+    // Refusals reach submitTo's caller before it returns.
+    scheduler.submitTo('nope', null, { resolve: () => heard.push('ok'), reject: (e) => heard.push(`err:${e.code}`) });
+    expect(heard).toEqual(['ok:three', 'err:COORD_ERR_TASK_UNKNOWN']);
   });
 });
