@@ -61,20 +61,29 @@ export interface Invocation {
 export type Executor = (invocation: Invocation) => Promise<unknown>;
 
 /**
- * The same, telling `done` once instead of settling a promise: `done(undefined, value)` or `done(error)`.
- * For the runtime's hot path, where each promise and microtask between the task host's answer and the
- * next dispatch is a good part of what an invocation costs the core. `done` must not be called before
- * this returns.
+ * What the scheduler runs invocations with: it tells `done` once, `done(undefined, value)` or
+ * `done(error)`, rather than settling a promise — on the runtime's hot path each promise and microtask
+ * between the task host's answer and the next dispatch is a good part of what an invocation costs the
+ * core. `done` must not be called before this returns.
  */
 export type CallbackExecutor = (invocation: Invocation, done: (err: unknown, value?: unknown) => void) => void;
+
+/** A promise-style Executor as a CallbackExecutor (a synchronous throw stays one, as the scheduler expects). */
+export function promiseExecutor(run: Executor): CallbackExecutor {
+  return (invocation, done) => {
+    run(invocation).then(
+      (value) => done(undefined, value),
+      (err: unknown) => done(err),
+    );
+  };
+}
 
 /** How the scheduler is built. */
 export interface SchedulerOptions {
   /** Global worker slots: most invocations running at once across all tasks. */
   readonly slots: number;
-  /** Runs invocations: one of `executor` and `execute`. */
-  readonly executor?: Executor;
-  readonly execute?: CallbackExecutor;
+  /** Runs invocations (promiseExecutor adapts a promise-style one). */
+  readonly execute: CallbackExecutor;
   /** Extra time past a task's timeoutMs before the scheduler itself fails the invocation with COORD_ERR_TASK_TIMEOUT (the executor normally answers first). Default 1000. */
   readonly watchdogGraceMs?: number;
   /** Told of every state change (for logs and deployment health). */
@@ -124,8 +133,7 @@ const MAX_TIMER_MS = 2_147_483_647;
 /** Bounded priority queue with worker slots, per-task concurrency, watchdog, retries and BROKEN state. */
 export class Scheduler {
   readonly #slots: number;
-  readonly #executor: Executor | undefined;
-  readonly #execute: CallbackExecutor | undefined;
+  readonly #execute: CallbackExecutor;
   readonly #graceMs: number;
   readonly #onStateChange: SchedulerOptions['onStateChange'];
   readonly #now: () => number;
@@ -140,11 +148,9 @@ export class Scheduler {
   #closing: Promise<void> | undefined;
   #idle: (() => void) | undefined;
 
-  /** Throws a RangeError for slots that are not a positive integer, a negative grace, or not exactly one of executor and execute. */
+  /** Throws a RangeError for slots that are not a positive integer, a negative grace, or no execute. */
   constructor(options: SchedulerOptions) {
-    if ((options.executor === undefined) === (options.execute === undefined)) {
-      throw new RangeError('scheduler: give exactly one of executor and execute');
-    }
+    if (typeof options.execute !== 'function') throw new RangeError('scheduler: execute is required');
     if (!Number.isInteger(options.slots) || options.slots < 1) {
       throw new RangeError(`scheduler: slots must be an integer >= 1, got ${options.slots}`);
     }
@@ -153,7 +159,6 @@ export class Scheduler {
       throw new RangeError(`scheduler: watchdogGraceMs must be a number >= 0, got ${grace}`);
     }
     this.#slots = options.slots;
-    this.#executor = options.executor;
     this.#execute = options.execute;
     this.#graceMs = grace;
     this.#onStateChange = options.onStateChange;
@@ -344,27 +349,13 @@ export class Scheduler {
       () => finish(watchdogTimeout(invocation.task, invocation.id, entry.spec.timeoutMs), undefined),
       Math.min(entry.spec.timeoutMs * rounds + this.#graceMs, MAX_TIMER_MS),
     );
-    if (this.#execute) {
-      try {
-        this.#execute(invocation, (err, value) => finish(err === undefined ? undefined : asTaskError(err, invocation.task, invocation.id), value));
-      } catch (err) {
-        const error = asTaskError(err, invocation.task, invocation.id);
-        // Settled on a later tick like any other failure, so dispatch never re-enters itself.
-        queueMicrotask(() => finish(error, undefined));
-      }
-      return;
-    }
-    let result: Promise<unknown>;
     try {
-      result = Promise.resolve(this.#executor!(invocation));
+      this.#execute(invocation, (err, value) => finish(err === undefined ? undefined : asTaskError(err, invocation.task, invocation.id), value));
     } catch (err) {
+      const error = asTaskError(err, invocation.task, invocation.id);
       // Settled on a later tick like any other failure, so dispatch never re-enters itself.
-      result = Promise.reject(asTaskError(err, invocation.task, invocation.id));
+      queueMicrotask(() => finish(error, undefined));
     }
-    void result.then(
-      (value) => finish(undefined, value),
-      (err: unknown) => finish(asTaskError(err, invocation.task, invocation.id), undefined),
-    );
   }
 
   #succeeded(entry: TaskEntry, job: Waiting, value: unknown): void {

@@ -5,7 +5,7 @@
  */
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import type { CoordinatorError } from '../../src/errors.js';
-import { Scheduler, type Invocation, type SchedulerTaskSpec } from '../../src/scheduler/scheduler.js';
+import { promiseExecutor, Scheduler, type Invocation, type SchedulerTaskSpec } from '../../src/scheduler/scheduler.js';
 
 afterEach(() => vi.useRealTimers());
 
@@ -24,11 +24,12 @@ function setup(slots: number, watchdogGraceMs = 1000) {
   const scheduler = new Scheduler({
     slots,
     watchdogGraceMs,
-    executor: (invocation) =>
+    execute: promiseExecutor((invocation) =>
       new Promise((resolve) => {
         started.push(invocation.id);
         running.push({ invocation, resolve });
       }),
+    ),
   });
   /** Settles the oldest running invocation (of `task`, if given). */
   const finishOldest = async (task?: string): Promise<void> => {

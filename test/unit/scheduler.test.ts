@@ -4,7 +4,7 @@
  */
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { CoordinatorError, type ErrorCode } from '../../src/errors.js';
-import { Scheduler, type Invocation, type SchedulerOptions, type SchedulerTaskSpec } from '../../src/scheduler/scheduler.js';
+import { promiseExecutor, Scheduler, type Invocation, type SchedulerOptions, type SchedulerTaskSpec } from '../../src/scheduler/scheduler.js';
 
 interface Call {
   readonly invocation: Invocation;
@@ -23,7 +23,7 @@ function spec(name: string, overrides: Partial<SchedulerTaskSpec> = {}): Schedul
 }
 
 /** A scheduler whose executor records each invocation and leaves it running until the test settles it. */
-function setup(options: Partial<Omit<SchedulerOptions, 'executor'>> = {}) {
+function setup(options: Partial<Omit<SchedulerOptions, 'execute'>> = {}) {
   const calls: Call[] = [];
   const maxLive = new Map<string, number>();
   const live = (task?: string): number =>
@@ -31,7 +31,7 @@ function setup(options: Partial<Omit<SchedulerOptions, 'executor'>> = {}) {
   const transitions: string[] = [];
   const scheduler = new Scheduler({
     slots: 1,
-    executor: (invocation) =>
+    execute: promiseExecutor((invocation) =>
       new Promise((resolve, reject) => {
         const call: Call = {
           invocation,
@@ -44,6 +44,7 @@ function setup(options: Partial<Omit<SchedulerOptions, 'executor'>> = {}) {
           maxLive.set(key, Math.max(maxLive.get(key) ?? 0, live(key === '*' ? undefined : key)));
         }
       }),
+    ),
     onStateChange: (task, state, err) => transitions.push(`${task}:${state}${err ? `:${err.code}` : ''}`),
     ...options,
   });
@@ -242,7 +243,7 @@ describe('Scheduler failures', () => {
   });
 
   it('wraps an executor that throws synchronously as COORD_ERR_TASK_THREW', async () => {
-    const scheduler = new Scheduler({ slots: 1, executor: () => { throw new TypeError('not a function'); } });
+    const scheduler = new Scheduler({ slots: 1, execute: promiseExecutor(() => { throw new TypeError('not a function'); }) });
     scheduler.setTasks([spec('t')]);
     const err = await scheduler.submit('t', null).catch((e: unknown) => e as CoordinatorError);
     expect(err).toMatchObject({ code: 'COORD_ERR_TASK_THREW', message: containing('not a function') });
@@ -468,12 +469,11 @@ describe('Scheduler redeploy and close', () => {
     expect(() => h.scheduler.setTasks([spec('u', { priority: 10 })])).toThrow(RangeError);
     expect(() => h.scheduler.setTasks([spec('u'), spec('u')])).toThrow(/listed twice/);
     expect(h.scheduler.stats('t')).toBeDefined();
-    expect(() => new Scheduler({ slots: 0, executor: () => Promise.resolve() })).toThrow(RangeError);
-    expect(() => new Scheduler({ slots: 1 })).toThrow(/exactly one of executor and execute/);
-    expect(() => new Scheduler({ slots: 1, executor: () => Promise.resolve(), execute: () => undefined })).toThrow(RangeError);
+    expect(() => new Scheduler({ slots: 0, execute: promiseExecutor(() => Promise.resolve()) })).toThrow(RangeError);
+    expect(() => new Scheduler({ slots: 1 } as SchedulerOptions)).toThrow(/execute is required/);
   });
 
-  it('runs a callback executor like a promise one: results, failures, a synchronous throw, submitTo', async () => {
+  it('runs a callback executor directly: results, failures, a synchronous throw, submitTo', async () => {
     const pending: { invocation: Invocation; done: (err: unknown, value?: unknown) => void }[] = [];
     const scheduler = new Scheduler({
       slots: 1,
