@@ -390,7 +390,7 @@ const setTask = (function setTask(namespace) {
 });
 // A message event with a text payload comes as its text alone (the core leaves parsing it here, see
 // messageEventJson in runtime.ts): the payload is the text parsed as JSON when it can start a JSON value
-// and parses, else the text itself, exactly as the core's messageEvent decides.
+// and parses, else the text itself (the one place this rule lives).
 const eventOf = (function eventOf(eventJson) {
   const e = jsonParse(eventJson);
   if (e === null || typeof e !== 'object' || e.type !== 'message' || ReflectApply(hasOwn, e, ['payload'])) return e;

@@ -503,28 +503,14 @@ export class TaskRuntime extends EventEmitter<TaskRuntimeEvents> {
 
 /**
  * The event a task receives for an MQTT message, as the JSON the task host takes. A text payload goes as
- * its text alone, without `payload`: the sandbox parses it (bootstrap.ts, eventOf), as messageEvent
- * would, so the core neither parses it nor serializes it again, and keeps one string per queued
- * invocation instead of its objects.
+ * its text alone, without `payload`: the sandbox parses it into `payload` (bootstrap.ts, eventOf, the one
+ * place that rule lives), so the core neither parses it nor serializes it again, and keeps one string per
+ * queued invocation instead of its objects. A binary payload goes as base64 with empty text.
  */
 export function messageEventJson(source: MessageSource, topic: string, payload: Buffer, qos: 0 | 1): string {
-  if (!isUtf8(payload)) return JSON.stringify(messageEvent(source, topic, payload, qos));
-  return `{"type":"message","topic":${JSON.stringify(topic)},"text":${JSON.stringify(payload.toString('utf8'))},"qos":${qos},"source":${JSON.stringify(source)}}`;
-}
-
-/** The event a task receives for an MQTT message. */
-export function messageEvent(source: MessageSource, topic: string, payload: Buffer, qos: 0 | 1): MessageEvent {
-  if (!isUtf8(payload)) return { type: 'message', topic, payload: '', text: '', payloadBase64: payload.toString('base64'), qos, source };
-  const text = payload.toString('utf8');
-  let parsed: MessageEvent['payload'] = text;
-  // Only text that can start a JSON value is tried: most non-JSON payloads skip the exception.
-  const c = text.charCodeAt(0);
-  if (c === 123 || c === 91 || c === 34 || c === 45 || (c >= 48 && c <= 57) || text === 'true' || text === 'false' || text === 'null') {
-    try {
-      parsed = JSON.parse(text) as MessageEvent['payload'];
-    } catch {
-      // not JSON: the text is the payload
-    }
+  if (!isUtf8(payload)) {
+    const binary: MessageEvent = { type: 'message', topic, payload: '', text: '', payloadBase64: payload.toString('base64'), qos, source };
+    return JSON.stringify(binary);
   }
-  return { type: 'message', topic, payload: parsed, text, qos, source };
+  return `{"type":"message","topic":${JSON.stringify(topic)},"text":${JSON.stringify(payload.toString('utf8'))},"qos":${qos},"source":${JSON.stringify(source)}}`;
 }
