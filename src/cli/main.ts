@@ -2,6 +2,8 @@
 /** The `coordinator` command: parse, call, print; nothing else. Each command loads only what it needs. */
 // First: it pins V8's young generation before anything else loads (see the module).
 import './young-generation.js';
+// Second: switched-off `debug` loggers of mqtt-packet and MQTT.js become free (see the module).
+import '../log/quiet-debug.js';
 import { VERSION } from '../version.js';
 import { parseCommandLine, type CommandSpec } from './args.js';
 import { CONFIG_OPTIONS, configFromFlags, reportError } from './common.js';
