@@ -16,6 +16,7 @@
  */
 import type { Writable } from 'node:stream';
 import { requireFromAedes } from './aedes-modules.js';
+import { installPacketWriter } from './packet-writer.js';
 
 type Packet = { cmd: string; messageId?: number };
 type WriteToStream = (packet: Packet, stream: Writable, opts?: unknown) => boolean;
@@ -40,6 +41,7 @@ let installed = false;
 export function installPubackGate(): void {
   if (installed) return;
   installed = true;
+  installPacketWriter(); // the innermost layer, below this one
   const mqttPacket = requireFromAedes<{ writeToStream: WriteToStream }>('mqtt-packet');
   const original = mqttPacket.writeToStream.bind(mqttPacket);
   mqttPacket.writeToStream = (packet, stream, opts) => {

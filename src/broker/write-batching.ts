@@ -16,6 +16,7 @@
  */
 import type { Writable } from 'node:stream';
 import { requireFromAedes } from './aedes-modules.js';
+import { installPacketWriter } from './packet-writer.js';
 
 type WriteToStream = (packet: unknown, stream: Writable, opts?: unknown) => boolean;
 
@@ -31,6 +32,7 @@ function release(stream: Writable): void {
 export function installWriteBatching(): void {
   if (installed) return;
   installed = true;
+  installPacketWriter(); // the innermost layer, below this one
   const mqttPacket = requireFromAedes<{ writeToStream: WriteToStream }>('mqtt-packet');
   const original = mqttPacket.writeToStream.bind(mqttPacket);
   mqttPacket.writeToStream = (packet, stream, opts) => {

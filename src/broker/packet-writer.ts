@@ -1,0 +1,127 @@
+/**
+ * One buffer and one socket write for each PUBLISH and PUBACK aedes sends.
+ *
+ * aedes writes every packet through mqtt-packet's writeToStream, which writes a PUBLISH in six pieces
+ * (fixed header, remaining length, topic length, topic, packet id, payload) and a PUBACK in three, and
+ * corks the socket for each packet with a process.nextTick of its own. On a corked socket (see
+ * ./write-batching.ts) every piece becomes an entry in the stream's buffer, so a QoS 1 message cost
+ * about ten stream writes, two ticks and several two-byte Buffers between its PUBLISH and its PUBACK.
+ * These two packets are the whole traffic of a busy gateway, so they are encoded here, by the rules
+ * below, into one Buffer each. A large payload is written after the encoded head, not copied into it.
+ *
+ * Only MQTT 3.1 / 3.1.1 (aedes calls writeToStream without options, i.e. protocol level 4; an MQTT 5
+ * caller passes protocolVersion 5) and only well-formed packets take this path; anything else, and
+ * every other packet type, goes to mqtt-packet unchanged, which also reports what is malformed.
+ */
+import type { Writable } from 'node:stream';
+import { requireFromAedes } from './aedes-modules.js';
+
+interface Packet {
+  cmd: string;
+  topic?: unknown;
+  payload?: unknown;
+  qos?: number;
+  dup?: boolean;
+  retain?: boolean;
+  messageId?: unknown;
+}
+type WriteToStream = (packet: Packet, stream: Writable, opts?: { protocolVersion?: number }) => boolean;
+
+/** A payload at least this long is written on its own rather than copied behind the header. */
+const COPY_PAYLOAD_BELOW = 2048;
+/** [MQTT-2.2.3] the largest Remaining Length four bytes can encode. */
+const MAX_REMAINING_LENGTH = 268_435_455;
+/** [MQTT-1.5.3] a UTF-8 string is prefixed by a two-byte length. */
+const MAX_STRING_BYTES = 65_535;
+
+let installed = false;
+
+/** Bytes of the Remaining Length field for `n` [MQTT-2.2.3]: 7 bits per byte. */
+function varIntBytes(n: number): number {
+  return n < 128 ? 1 : n < 16_384 ? 2 : n < 2_097_152 ? 3 : 4;
+}
+
+/** Writes the Remaining Length `n` at `offset` [MQTT-2.2.3]; returns the next offset. */
+function writeVarInt(buf: Buffer, offset: number, n: number): number {
+  do {
+    let digit = n % 128;
+    n = Math.floor(n / 128);
+    if (n > 0) digit |= 0x80;
+    buf[offset++] = digit;
+  } while (n > 0);
+  return offset;
+}
+
+/** A packet id is 1..65535 [MQTT-2.3.1]. */
+const isPacketId = (id: unknown): id is number => typeof id === 'number' && Number.isInteger(id) && id > 0 && id <= 0xffff;
+
+/**
+ * PUBLISH [MQTT-3.3]: fixed header 0x30 | DUP << 3 | QoS << 1 | RETAIN, Remaining Length, Topic Name
+ * (two-byte length + UTF-8), Packet Identifier when QoS > 0, then the payload. Returns undefined when the
+ * packet is not one this writer handles (mqtt-packet then writes or refuses it).
+ */
+function writePublish(packet: Packet, stream: Writable): boolean | undefined {
+  const { topic, qos = 0, messageId } = packet;
+  const payload = packet.payload ?? EMPTY;
+  if (typeof topic !== 'string' || (qos !== 0 && qos !== 1 && qos !== 2)) return undefined;
+  if (qos > 0 && !isPacketId(messageId)) return undefined;
+  const isBuffer = Buffer.isBuffer(payload);
+  if (!isBuffer && typeof payload !== 'string') return undefined;
+  const topicBytes = Buffer.byteLength(topic);
+  if (topicBytes > MAX_STRING_BYTES) return undefined;
+  const payloadBytes = isBuffer ? payload.length : Buffer.byteLength(payload);
+  const remaining = 2 + topicBytes + (qos > 0 ? 2 : 0) + payloadBytes;
+  if (remaining > MAX_REMAINING_LENGTH) return undefined;
+  const copyPayload = payloadBytes < COPY_PAYLOAD_BELOW;
+  const headBytes = 1 + varIntBytes(remaining) + remaining - (copyPayload ? 0 : payloadBytes);
+  const buf = Buffer.allocUnsafe(headBytes);
+  // [MQTT-3.3.1-2] DUP is 0 on every QoS 0 message.
+  buf[0] = 0x30 | (packet.dup && qos > 0 ? 0x08 : 0) | (qos << 1) | (packet.retain ? 0x01 : 0);
+  let offset = writeVarInt(buf, 1, remaining);
+  buf.writeUInt16BE(topicBytes, offset);
+  offset += 2;
+  offset += buf.write(topic, offset, 'utf8');
+  if (qos > 0) {
+    buf.writeUInt16BE(messageId as number, offset);
+    offset += 2;
+  }
+  if (!copyPayload) {
+    stream.write(buf);
+    return stream.write(payload);
+  }
+  if (isBuffer) payload.copy(buf, offset);
+  else buf.write(payload, offset, 'utf8');
+  return stream.write(buf);
+}
+
+const EMPTY = Buffer.alloc(0);
+
+/** PUBACK [MQTT-3.4]: 0x40, Remaining Length 2, Packet Identifier. */
+function writePuback(packet: Packet, stream: Writable): boolean | undefined {
+  const id = packet.messageId;
+  if (!isPacketId(id)) return undefined;
+  const buf = Buffer.allocUnsafe(4);
+  buf[0] = 0x40;
+  buf[1] = 2;
+  buf.writeUInt16BE(id, 2);
+  return stream.write(buf);
+}
+
+/**
+ * Installs the writer under aedes' writeToStream, once per process. The PUBACK gate and the write
+ * batching wrap whatever writeToStream is when they install, so each installs this first: the writer is
+ * always the innermost layer, below the gate.
+ */
+export function installPacketWriter(): void {
+  if (installed) return;
+  installed = true;
+  const mqttPacket = requireFromAedes<{ writeToStream: WriteToStream }>('mqtt-packet');
+  const original = mqttPacket.writeToStream.bind(mqttPacket);
+  mqttPacket.writeToStream = (packet, stream, opts) => {
+    if (opts?.protocolVersion === undefined || opts.protocolVersion < 5) {
+      const written = packet.cmd === 'publish' ? writePublish(packet, stream) : packet.cmd === 'puback' ? writePuback(packet, stream) : undefined;
+      if (written !== undefined) return written;
+    }
+    return original(packet, stream, opts);
+  };
+}
