@@ -54,10 +54,13 @@ const ROUNDS = 5;
 const WARMUP = 1_000;
 const COUNT = 10_000;
 const WINDOW = 100;
-const CASES = [
+const CASES_ALL = [
   { key: 'one', shadows: 1, label: '1 shadow' },
   { key: 'hundred', shadows: 100, label: '100 shadows' },
 ];
+// BENCH_SHADOW_CASES=one|hundred runs one case only (to profile it with BENCH_NODE_ARGS); the table
+// then shows only that case's rows.
+const CASES = process.env.BENCH_SHADOW_CASES ? CASES_ALL.filter((c) => process.env.BENCH_SHADOW_CASES.split(',').includes(c.key)) : CASES_ALL;
 const PHASE_TIMEOUT_MS = 20_000;
 const TARGET_RATE = 5_000;
 const TARGET_RATIO = 0.8;
