@@ -120,6 +120,7 @@ export class Coordinator {
     let tasks: TaskRuntime | undefined;
     let agent: DeploymentAgent | undefined;
     let cloud: CloudLink | undefined;
+    let shadows: ShadowService | undefined;
     try {
       store = Store.open(
         config.dataDir,
@@ -133,7 +134,10 @@ export class Coordinator {
       );
       const devices = new DeviceRegistry(store);
       broker = await startBroker(config, store, log, devices);
-      const shadows = new ShadowService(store, { maxInFlightPerShadow: config.shadows.maxInFlightPerShadow });
+      shadows = new ShadowService(store, {
+        maxInFlightPerShadow: config.shadows.maxInFlightPerShadow,
+        onStoreError: (err) => log.error({ err, code: (err as { code?: string }).code ?? 'COORD_ERR_STORE_WRITE' }, err.message),
+      });
       const limits = { maxStateBytes: config.shadows.maxStateBytes, maxDepth: AWS_SHADOW_LIMITS.maxDepth };
       await applySeeds(config.dataDir, shadows, limits, log);
       const detachShadowMqtt = await attachShadowMqtt(broker.aedes, shadows, limits, broker.shadowAccess, broker.hasSubscribers, log);
@@ -207,6 +211,7 @@ export class Coordinator {
       await agent?.stop();
       await tasks?.stop();
       await broker?.close();
+      shadows?.close();
       store?.close();
       await admin.close();
       throw err;
@@ -289,6 +294,7 @@ export class Coordinator {
       await this.tasks.stop();
       await this.#detachShadowMqtt();
       await this.broker.close();
+      this.shadows.close();
       this.store.close();
       this.log.info('coordinator stopped');
     })();

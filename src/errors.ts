@@ -44,8 +44,9 @@ export const ERRORS = {
     remedy: 'Check disk space and permissions of the data directory; restore the database file from a backup if it is corrupt.',
   },
   COORD_ERR_STORE_RESTORE: {
-    meaning: 'A stored broker row (retained message, queued message, subscription) could not be restored at start-up; it was skipped.',
-    remedy: 'The log line names the row; the rest of the state was restored and the coordinator runs.',
+    meaning:
+      'A stored row could not be restored at start-up and was skipped: a broker row (retained message, queued message, subscription), or a shadow journal record that does not follow on from its shadow (the shadow keeps the state before it).',
+    remedy: 'The log line names the row or the shadow; the rest of the state was restored and the coordinator runs. Only damage to the database file outside the coordinator causes it.',
   },
   COORD_ERR_STORE_WRITE: {
     meaning: 'A durable write failed; the change it carried was not acknowledged.',

@@ -48,7 +48,10 @@ export class BrokerShadowService {
     this.#log = log;
     this.store = store;
     this.#admin = admin;
-    this.shadows = new ShadowService(store, { maxInFlightPerShadow: options.maxInFlightPerShadow });
+    this.shadows = new ShadowService(store, {
+      maxInFlightPerShadow: options.maxInFlightPerShadow,
+      onStoreError: (err) => log.error({ err, code: (err as { code?: string }).code ?? 'COORD_ERR_STORE_WRITE' }, err.message),
+    });
     Object.assign(routes, shadowRoutes(this.shadows, options.limits));
     this.#client = mqtt.connect(options.broker, this.#clientOptions());
     const ctx: ShadowAnswering = {
@@ -122,9 +125,9 @@ export class BrokerShadowService {
     };
   }
 
-  readonly #publish = (topic: string, payload: Record<string, unknown>): void => {
+  readonly #publish = (topic: string, payload: Record<string, unknown>, json?: string): void => {
     // QoS 1 from a single MQTT.js client: published in order, and kept and resent across reconnects.
-    this.#client.publish(topic, JSON.stringify(payload), { qos: 1 }, (err) => {
+    this.#client.publish(topic, json ?? JSON.stringify(payload), { qos: 1 }, (err) => {
       if (err && this.#state !== 'stopped') this.#log.error({ err, topic, code: 'COORD_ERR_SHADOW_SERVICE_BROKER' }, 'shadow response not published');
     });
   };
@@ -245,6 +248,7 @@ export class BrokerShadowService {
       client.end(true);
       client.stream?.destroy();
     }
+    this.shadows.close();
     this.store.close();
     await this.#admin.close();
   }

@@ -243,6 +243,17 @@ export function applyUpdate(current: ShadowDocument | undefined, lastVersion: nu
   return result;
 }
 
+/**
+ * The JSON text of an update's /update/accepted payload, given its state's JSON: the very text
+ * JSON.stringify(result.accepted) gives (same keys, same order as applyUpdate builds them), made so that
+ * the state's text can also go to the shadow journal without serializing it twice.
+ */
+export function acceptedJson(result: UpdateResult, stateJson: string): string {
+  const a = result.accepted;
+  const token = a.clientToken === undefined ? '' : `,"clientToken":${JSON.stringify(a.clientToken)}`;
+  return `{"state":${stateJson},"metadata":${JSON.stringify(a.metadata)},"version":${String(a.version)},"timestamp":${String(a.timestamp)}${token}}`;
+}
+
 /** Payload of /get/accepted: desired, reported and delta with their metadata. */
 export function getResponse(doc: ShadowDocument, now: number, clientToken?: string): Record<string, unknown> {
   const delta = computeDelta(doc.state.desired, doc.state.reported);

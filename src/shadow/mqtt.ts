@@ -26,8 +26,8 @@ export function attachShadowMqtt(
   hasSubscribers: HasSubscribers,
   log: Logger,
 ): Promise<() => Promise<void>> {
-  const publish = (topic: string, payload: Record<string, unknown>): void => {
-    broker.publish({ cmd: 'publish', topic, payload: Buffer.from(JSON.stringify(payload)), qos: 1, retain: false, dup: false }, (err) => {
+  const publish = (topic: string, payload: Record<string, unknown>, json?: string): void => {
+    broker.publish({ cmd: 'publish', topic, payload: Buffer.from(json ?? JSON.stringify(payload)), qos: 1, retain: false, dup: false }, (err) => {
       if (err) log.error({ err, topic, code: 'COORD_ERR_INTERNAL' }, 'shadow response not published');
     });
   };

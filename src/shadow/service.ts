@@ -1,17 +1,19 @@
 /**
  * The shadow service's in-process face: get / update / delete / watch, with the same rules and errors
- * as the MQTT face (which is a thin adapter over this). Documents live in memory for reads and in the
- * `shadows` table for durability; an update resolves only after its row is committed.
+ * as the MQTT face (which is a thin adapter over this). Documents live in memory for reads; on disk as a
+ * table of documents plus a journal of the changes since (./journal.ts). A change resolves only once its
+ * journal record is durable.
  *
  * Updates to one shadow are applied in arrival order and pipelined: each is computed on top of the one
- * before it (committed or not) and they share group commits, so a hot shadow is not limited to one fsync
- * per update. A row is written only over the version it was computed from, so if one write fails, the
- * ones stacked on it fail too instead of committing its changes behind its back.
+ * before it (committed or not) and the changes of every shadow arriving together share one journal row
+ * and one group commit, so a hot shadow is not limited to one fsync per update. If a journal row cannot
+ * be written, its changes fail (500) and each shadow they touched goes back to what is committed.
  */
 import { EventEmitter } from 'node:events';
-import type { Statement } from 'better-sqlite3';
+import { CoordinatorError } from '../errors.js';
 import type { Store } from '../store/database.js';
 import {
+  acceptedJson,
   applyUpdate,
   deleteResponse,
   getResponse,
@@ -20,6 +22,7 @@ import {
   type UpdateRequest,
   type UpdateResult,
 } from './document.js';
+import { deleteRecord, recordPrefix, ShadowJournal, updateRecord } from './journal.js';
 import { checkNames } from './request.js';
 
 /** Identifies a shadow: the classic shadow of a thing has no name. */
@@ -30,8 +33,11 @@ export interface ShadowId {
 
 /** Events a watcher receives. */
 export interface ShadowEvents {
-  /** Payload of /update/accepted, for every accepted update whatever face it came through. */
-  accepted: [id: ShadowId, payload: Record<string, unknown>];
+  /**
+   * Payload of /update/accepted, for every accepted update whatever face it came through, and its JSON
+   * text (made together with the journal record: a face publishing the payload need not serialize it).
+   */
+  accepted: [id: ShadowId, payload: Record<string, unknown>, json: string];
   delta: [id: ShadowId, payload: Record<string, unknown>];
   documents: [id: ShadowId, payload: Record<string, unknown>];
   deleted: [id: ShadowId, payload: Record<string, unknown>];
@@ -43,26 +49,64 @@ export interface ShadowServiceOptions {
   readonly maxInFlightPerShadow: number;
   /** Epoch seconds; injectable for tests. */
   readonly now?: () => number;
+  /**
+   * Told of store problems that do not stop the service: a compaction that could not be written
+   * (COORD_ERR_STORE_WRITE; tried again later, nothing is lost) and journal records that could not be
+   * replayed at start-up (COORD_ERR_STORE_RESTORE; see ./journal.ts).
+   */
+  readonly onStoreError?: (err: Error) => void;
+  /** When the journal is compacted (defaults: COMPACTION); tests shorten it. */
+  readonly compaction?: Partial<CompactionPolicy>;
 }
 
+/** When the journal is folded into the documents. */
+export interface CompactionPolicy {
+  /** A compaction starts once this many changes were journaled since the last one... */
+  readonly afterRecords: number;
+  /** ...or this long after a change was journaled, whichever comes first. */
+  readonly afterMs: number;
+  /** Documents written per compaction step (one group-commit write each): bounds the time one step takes. */
+  readonly chunk: number;
+}
+
+/**
+ * Compaction bounds the journal a restart replays (about 3 µs a record) to roughly a second of traffic,
+ * and costs a document write per shadow changed in that second, in steps short enough not to stall the
+ * broker.
+ */
+export const COMPACTION: CompactionPolicy = { afterRecords: 20_000, afterMs: 1_000, chunk: 256 };
+
 interface Entry {
+  readonly thing: string;
+  /** '' for a classic shadow. */
+  readonly name: string;
+  /** The start of this shadow's journal records. */
+  readonly prefix: string;
   /** What the next request sees: the newest accepted state, committed or not (undefined = no shadow). */
   pending: ShadowDocument | undefined;
   pendingVersion: number;
-  /** What is on disk. */
+  /** As of the last committed journal row: what pending goes back to if a later row fails. */
+  committed: ShadowDocument | undefined;
+  committedVersion: number;
+  /** What is durable. */
   durable: ShadowDocument | undefined;
   durableVersion: number;
   inFlight: number;
-  /** The row write queued for the next commit, not yet run: later changes join it (see #persist). */
-  queued: QueuedWrite | undefined;
 }
 
-interface QueuedWrite {
-  readonly fromVersion: number;
-  doc: ShadowDocument | undefined;
-  version: number;
-  /** The changes this write makes durable, in arrival order: each is told once it is (or is not). */
-  readonly waiters: Settle[];
+/** A change waiting for its journal row. */
+interface Change {
+  readonly entry: Entry;
+  readonly doc: ShadowDocument | undefined;
+  readonly version: number;
+  readonly settle: Settle;
+}
+
+/** The journal row of one group commit: the records of every change that arrived for it. */
+interface Batch {
+  readonly seq: number;
+  readonly records: string[];
+  readonly changes: Change[];
 }
 
 /** Told once whether a change is durable (no error) or refused by the store (500). */
@@ -74,7 +118,8 @@ type Settle = (err: ShadowRequestError | undefined) => void;
  */
 export type UpdateCallback = (err: Error | undefined, result?: UpdateResult) => void;
 
-const key = (id: ShadowId): string => `${id.thing}\u0000${id.name ?? ''}`;
+const key = (thing: string, name: string): string => `${thing}\u0000${name}`;
+const keyOf = (id: ShadowId): string => key(id.thing, id.name ?? '');
 
 /** What an event listener threw, as an Error (listeners may throw anything). */
 const asError = (thrown: unknown): Error => (thrown instanceof Error ? thrown : new Error('an event listener threw a non-Error', { cause: thrown }));
@@ -89,32 +134,37 @@ export class ShadowService extends EventEmitter<ShadowEvents> {
   readonly #store: Store;
   readonly #options: ShadowServiceOptions;
   readonly #entries = new Map<string, Entry>();
-  readonly #sql: { all: Statement; write: Statement; insert: Statement };
+  readonly #journal: ShadowJournal;
   readonly #now: () => number;
+  readonly #compaction: CompactionPolicy;
+  /** The journal row changes go to now (its write is queued, not yet run). */
+  #batch: Batch | undefined;
+  /** Shadows whose durable document is newer than their document row. */
+  readonly #dirty = new Set<Entry>();
+  /** The last journal row that is durable, and the last one compacted (rows up to it are deleted). */
+  #syncedSeq: number;
+  #compactedSeq = 0;
+  #sinceCompaction = 0;
+  #compacting = false;
+  #compactTimer: NodeJS.Timeout | undefined;
+  #closed = false;
 
   constructor(store: Store, options: ShadowServiceOptions) {
     super();
     this.#store = store;
     this.#options = options;
     this.#now = options.now ?? (() => Math.floor(Date.now() / 1000));
-    const db = store.db;
-    this.#sql = {
-      all: db.prepare('SELECT thing, name, document, version FROM shadows'),
-      // Only over the version this write was computed from: see the header comment.
-      write: db.prepare('UPDATE shadows SET document = ?, version = ? WHERE thing = ? AND name = ? AND version = ?'),
-      insert: db.prepare('INSERT INTO shadows (thing, name, document, version) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING'),
-    };
-    for (const row of this.#sql.all.all() as { thing: string; name: string; document: string | null; version: number }[]) {
-      const doc = row.document === null ? undefined : (JSON.parse(row.document) as ShadowDocument);
-      this.#entries.set(key({ thing: row.thing, name: row.name || undefined }), {
-        pending: doc,
-        pendingVersion: row.version,
-        durable: doc,
-        durableVersion: row.version,
-        inFlight: 0,
-        queued: undefined,
-      });
+    this.#compaction = { ...COMPACTION, ...options.compaction };
+    this.#journal = new ShadowJournal(store);
+    const { shadows, lastSeq, problems } = this.#journal.load();
+    for (const problem of problems) options.onStoreError?.(problem);
+    for (const [k, stored] of shadows) {
+      const entry = this.#newEntry(stored.thing, stored.name, stored.document, stored.version);
+      this.#entries.set(k, entry);
+      if (stored.journaled) this.#dirty.add(entry);
     }
+    this.#syncedSeq = lastSeq;
+    this.#maybeCompact();
   }
 
   /** Number of shadows that exist (deleted ones excluded). */
@@ -127,28 +177,27 @@ export class ShadowService extends EventEmitter<ShadowEvents> {
   /** Ids of the shadows that exist, optionally of one thing. */
   list(thing?: string): ShadowId[] {
     const ids: ShadowId[] = [];
-    for (const [k, e] of this.#entries) {
+    for (const e of this.#entries.values()) {
       if (!e.durable) continue;
-      const [t, n] = k.split('\u0000') as [string, string];
-      if (thing === undefined || t === thing) ids.push(n ? { thing: t, name: n } : { thing: t });
+      if (thing === undefined || e.thing === thing) ids.push(e.name ? { thing: e.thing, name: e.name } : { thing: e.thing });
     }
     return ids;
   }
 
   /** Whether the shadow exists now or ever did (a deleted shadow keeps its version). */
   exists(id: ShadowId): boolean {
-    return this.#entries.has(key(id));
+    return this.#entries.has(keyOf(id));
   }
 
   /** The committed document (what survives a crash), or undefined. */
   document(id: ShadowId): ShadowDocument | undefined {
-    return structuredClone(this.#entries.get(key(id))?.durable);
+    return structuredClone(this.#entries.get(keyOf(id))?.durable);
   }
 
   /** Payload of /get/accepted; throws 404 when the shadow does not exist. */
   get(id: ShadowId, clientToken?: string): Record<string, unknown> {
     checkNames(id.thing, id.name);
-    const doc = this.#entries.get(key(id))?.durable;
+    const doc = this.#entries.get(keyOf(id))?.durable;
     if (!doc) throw notFound(id);
     return getResponse(doc, this.#now(), clientToken);
   }
@@ -185,13 +234,14 @@ export class ShadowService extends EventEmitter<ShadowEvents> {
       entry.inFlight--;
       throw err;
     }
-    const from = entry.pendingVersion;
+    const version = result.document.version;
+    const stateJson = JSON.stringify(request.state);
     entry.pending = result.document;
-    entry.pendingVersion = result.document.version;
-    this.#persist(id, entry, from, result.document, (err) => {
+    entry.pendingVersion = version;
+    this.#record(entry, result.document, version, updateRecord(entry.prefix, version, result.document.timestamp, stateJson), (err) => {
       if (err) return done(err);
       try {
-        this.emit('accepted', id, result.accepted);
+        this.emit('accepted', id, result.accepted, acceptedJson(result, stateJson));
         if (result.delta) this.emit('delta', id, result.delta);
         this.emit('documents', id, result.documents);
       } catch (thrown) {
@@ -204,14 +254,14 @@ export class ShadowService extends EventEmitter<ShadowEvents> {
   /** Deletes a shadow; its version carries on if it is created again. Throws 404 if it does not exist. */
   delete(id: ShadowId, clientToken?: string): Promise<Record<string, unknown>> {
     checkNames(id.thing, id.name);
-    const entry = this.#entries.get(key(id));
+    const entry = this.#entries.get(keyOf(id));
     if (!entry?.pending) return Promise.reject(notFound(id));
     this.#admit(entry);
-    const from = entry.pendingVersion;
+    const version = entry.pendingVersion;
     entry.pending = undefined;
-    const payload = deleteResponse(from, this.#now(), clientToken);
+    const payload = deleteResponse(version, this.#now(), clientToken);
     return new Promise((resolve, reject) => {
-      this.#persist(id, entry, from, undefined, (err) => {
+      this.#record(entry, undefined, version, deleteRecord(entry.prefix, version), (err) => {
         if (err) return reject(err);
         try {
           this.emit('deleted', id, payload);
@@ -223,11 +273,26 @@ export class ShadowService extends EventEmitter<ShadowEvents> {
     });
   }
 
+  #newEntry(thing: string, name: string, doc: ShadowDocument | undefined, version: number): Entry {
+    return {
+      thing,
+      name,
+      prefix: recordPrefix(thing, name),
+      pending: doc,
+      pendingVersion: version,
+      committed: doc,
+      committedVersion: version,
+      durable: doc,
+      durableVersion: version,
+      inFlight: 0,
+    };
+  }
+
   #entry(id: ShadowId): Entry {
-    const k = key(id);
+    const k = keyOf(id);
     let entry = this.#entries.get(k);
     if (!entry) {
-      entry = { pending: undefined, pendingVersion: 0, durable: undefined, durableVersion: 0, inFlight: 0, queued: undefined };
+      entry = this.#newEntry(id.thing, id.name ?? '', undefined, 0);
       this.#entries.set(k, entry);
     }
     return entry;
@@ -240,61 +305,136 @@ export class ShadowService extends EventEmitter<ShadowEvents> {
   }
 
   /**
-   * Makes `doc` (undefined = deleted) the shadow's row. Changes of one shadow that arrive before the
-   * next commit share one row write: only the newest document is serialized and written, over the
-   * version the first of them was computed from, and all of them are acknowledged by that commit.
+   * Adds a change (its document: undefined = deleted) to the journal row of the next group commit;
+   * `settle` is told once that row is durable or failed.
    */
-  #persist(id: ShadowId, entry: Entry, fromVersion: number, doc: ShadowDocument | undefined, settle: Settle): void {
-    const version = doc?.version ?? fromVersion;
-    const queued = entry.queued;
-    if (queued) {
-      queued.doc = doc;
-      queued.version = version;
-      queued.waiters.push(settle);
-      return;
+  #record(entry: Entry, doc: ShadowDocument | undefined, version: number, record: string, settle: Settle): void {
+    let batch = this.#batch;
+    if (!batch) {
+      const b: Batch = { seq: this.#journal.takeSeq(), records: [], changes: [] };
+      batch = this.#batch = b;
+      this.#store.writer.submit(
+        () => {
+          // From here on changes go to the next row (this op may run twice: group commit retries a
+          // failed batch op by op, and then writes the same row again).
+          if (this.#batch === b) this.#batch = undefined;
+          this.#journal.append(b.seq, b.records);
+        },
+        (err) => this.#written(b, err),
+        () => {
+          for (const c of b.changes) {
+            c.entry.committed = c.doc;
+            c.entry.committedVersion = c.version;
+          }
+        },
+      );
     }
-    const name = id.name ?? '';
-    const w: QueuedWrite = { fromVersion, doc, version, waiters: [settle] };
-    entry.queued = w;
-    this.#store.writer.submit(
-      () => {
-        // From here on later changes need a write of their own (this op may run twice: group commit
-        // retries a failed batch op by op).
-        if (entry.queued === w) entry.queued = undefined;
-        const json = w.doc ? JSON.stringify(w.doc) : null;
-        const changed = this.#sql.write.run(json, w.version, id.thing, name, w.fromVersion).changes;
-        if (changed === 1) return;
-        if (w.fromVersion === 0 && this.#sql.insert.run(id.thing, name, json, w.version).changes === 1) return;
-        throw new Error(`shadow ${id.thing}/${name} is not at version ${w.fromVersion} on disk: an earlier write failed`);
-      },
-      (err) => this.#written(entry, w, err),
-    );
+    batch.records.push(record);
+    batch.changes.push({ entry, doc, version, settle });
   }
 
-  /** `w` is durable (or failed): the shadow's state follows, then every change it carried is told. */
-  #written(entry: Entry, w: QueuedWrite, err: Error | undefined): void {
-    // A write refused before its op ran (store closed or failed) must not take later changes along.
-    if (entry.queued === w) entry.queued = undefined;
-    entry.inFlight -= w.waiters.length;
+  /** A journal row is durable (or failed): the shadows' state follows, then every change it carried is told. */
+  #written(batch: Batch, err: Error | undefined): void {
+    // A row refused before its op ran (store closed or failed) must not take later changes along.
+    if (this.#batch === batch) this.#batch = undefined;
     let failure: ShadowRequestError | undefined;
     if (err) {
-      // Back to what is on disk: requests computed on the failed one fail with it (see above).
-      entry.pending = entry.durable;
-      entry.pendingVersion = entry.durableVersion;
       failure = new ShadowRequestError(500, 'Internal service failure', { cause: err });
-    } else if (w.version >= entry.durableVersion) {
-      entry.durable = w.doc;
-      entry.durableVersion = w.version;
+      // Back to what is committed: changes computed on the failed ones fail with them (see above).
+      for (const { entry } of batch.changes) {
+        entry.inFlight--;
+        entry.pending = entry.committed;
+        entry.pendingVersion = entry.committedVersion;
+      }
+    } else {
+      for (const c of batch.changes) {
+        c.entry.inFlight--;
+        c.entry.durable = c.doc;
+        c.entry.durableVersion = c.version;
+        this.#dirty.add(c.entry);
+      }
+      this.#syncedSeq = batch.seq;
+      this.#sinceCompaction += batch.changes.length;
+      this.#maybeCompact();
     }
     // Each is told even if one of them throws (the first error still reaches the store's error handler).
     let thrown: unknown;
-    for (const settle of w.waiters) {
+    for (const c of batch.changes) {
       try {
-        settle(failure);
+        c.settle(failure);
       } catch (e) {
         thrown ??= e;
       }
     }
     if (thrown !== undefined) throw asError(thrown);
+  }
+
+  /**
+   * Stops compacting (call before closing the store). The journal rows left are replayed by the next
+   * start; nothing is lost either way.
+   */
+  close(): void {
+    this.#closed = true;
+    clearTimeout(this.#compactTimer);
+    this.#compactTimer = undefined;
+  }
+
+  #maybeCompact(): void {
+    if (this.#closed || this.#compacting || this.#syncedSeq <= this.#compactedSeq) return;
+    if (this.#sinceCompaction >= this.#compaction.afterRecords) {
+      this.#compact();
+    } else if (!this.#compactTimer) {
+      this.#compactTimer = setTimeout(() => {
+        this.#compactTimer = undefined;
+        this.#compact();
+      }, this.#compaction.afterMs);
+      this.#compactTimer.unref();
+    }
+  }
+
+  /**
+   * Writes the durable document of every shadow changed since the last compaction, `chunk` per
+   * group-commit write, then deletes the journal rows that were durable when it began: each of those
+   * rows' changes is in a document written since. Documents written may be newer than those rows (they
+   * are what is durable when each step runs); replay skips what a document already holds.
+   */
+  #compact(): void {
+    if (this.#compactTimer) {
+      clearTimeout(this.#compactTimer);
+      this.#compactTimer = undefined;
+    }
+    if (this.#closed || this.#compacting || this.#syncedSeq <= this.#compactedSeq) return;
+    this.#compacting = true;
+    this.#sinceCompaction = 0;
+    const upTo = this.#syncedSeq;
+    const todo = [...this.#dirty];
+    this.#dirty.clear();
+    const step = (from: number): void => {
+      const to = Math.min(from + this.#compaction.chunk, todo.length);
+      const last = to === todo.length;
+      this.#store.writer.submit(
+        () => {
+          for (let i = from; i < to; i++) {
+            const e = todo[i]!;
+            this.#journal.writeDocument(e.thing, e.name, e.durable, e.durableVersion);
+          }
+          if (last) this.#journal.trim(upTo);
+        },
+        (err) => {
+          if (err) {
+            // Tried again later: these shadows are still behind their rows, and the rows are all there.
+            for (let i = from; i < todo.length; i++) this.#dirty.add(todo[i]!);
+            this.#compacting = false;
+            this.#options.onStoreError?.(new CoordinatorError('COORD_ERR_STORE_WRITE', `shadow compaction failed; it is tried again later: ${err.message}`, { cause: err }));
+            return;
+          }
+          if (!last) return step(to);
+          this.#compactedSeq = upTo;
+          this.#compacting = false;
+          this.#maybeCompact();
+        },
+      );
+    };
+    step(0);
   }
 }

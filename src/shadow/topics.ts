@@ -44,8 +44,8 @@ export function parseRequestTopic(topic: string): ShadowRequestTopic | undefined
 
 /** How a face puts answers on the wire. */
 export interface ShadowPublisher {
-  /** Publishes an answer (accepted / rejected). */
-  publish(topic: string, payload: Record<string, unknown>): void;
+  /** Publishes an answer (accepted / rejected); `json` is the payload's JSON text when already made. */
+  publish(topic: string, payload: Record<string, unknown>, json?: string): void;
   /** Publishes a notification that often has no listener (/update/delta, /update/documents). */
   notify(topic: string, payload: Record<string, unknown>): void;
 }
@@ -144,7 +144,8 @@ export function takeShadowRequest(
  * /delete/accepted. Returns a function that stops.
  */
 export function forwardShadowEvents(shadows: ShadowService, publisher: ShadowPublisher): () => void {
-  const onAccepted = (id: ShadowId, payload: Record<string, unknown>): void => publisher.publish(`${shadowTopicPrefix(id)}/update/accepted`, payload);
+  const onAccepted = (id: ShadowId, payload: Record<string, unknown>, json: string): void =>
+    publisher.publish(`${shadowTopicPrefix(id)}/update/accepted`, payload, json);
   const onDelta = (id: ShadowId, payload: Record<string, unknown>): void => publisher.notify(`${shadowTopicPrefix(id)}/update/delta`, payload);
   const onDocuments = (id: ShadowId, payload: Record<string, unknown>): void => publisher.notify(`${shadowTopicPrefix(id)}/update/documents`, payload);
   const onDeleted = (id: ShadowId, payload: Record<string, unknown>): void => publisher.publish(`${shadowTopicPrefix(id)}/delete/accepted`, payload);

@@ -26,9 +26,13 @@ const EARLY_COMMIT_WRITES = 8;
 /** Told once whether a submitted write is durable (no error) or not. */
 export type WriteDone = (err?: Error) => void;
 
+/** Told, synchronously, that the transaction holding a write has committed (it is not yet durable). */
+export type WriteCommitted = () => void;
+
 interface Pending {
   readonly op: WriteOp;
   readonly done: WriteDone;
+  readonly committed: WriteCommitted | undefined;
 }
 
 /** Counters exposed through `coordinator status`. */
@@ -101,15 +105,17 @@ export class GroupCommitWriter {
    * write() for callers that keep their own bookkeeping (the shadow service): `done` is called once, never
    * synchronously, with no error once `op` is durable or with COORD_ERR_STORE_* if it cannot be. Callbacks
    * of one sync run in submission order, after the next sync has been started. A callback must not throw
-   * (if one does, it is reported to the error handler and the others still run).
+   * (if one does, it is reported to the error handler and the others still run). `committed`, if given,
+   * is called right after the transaction that applied `op` commits, before its sync: what a later
+   * transaction can build on (the shadow journal keeps its in-memory state in step with it).
    */
-  submit(op: WriteOp, done: WriteDone): void {
+  submit(op: WriteOp, done: WriteDone, committed?: WriteCommitted): void {
     if (this.#closed || this.#failed) {
       const err = this.#closed ? new CoordinatorError('COORD_ERR_STORE_CLOSED', 'store is closed; the write was not applied') : this.#syncError(this.#failed!);
       queueMicrotask(() => this.#call(done, err));
       return;
     }
-    this.#queue.push({ op, done });
+    this.#queue.push({ op, done, committed });
     if (!this.#scheduled) {
       this.#scheduled = true;
       // setImmediate runs after the current I/O phase: everything the sockets delivered in this turn
@@ -179,7 +185,10 @@ export class GroupCommitWriter {
   #committed(batch: readonly Pending[], started: number): void {
     this.stats.commits++;
     this.stats.lastCommitMs = performance.now() - started;
-    for (const p of batch) this.#unsynced.push(p);
+    for (const p of batch) {
+      this.#unsynced.push(p);
+      if (p.committed) this.#call(p.committed, undefined);
+    }
   }
 
   #fd(): number {

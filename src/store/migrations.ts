@@ -154,4 +154,12 @@ export const MIGRATIONS: readonly string[] = [
   );
   INSERT INTO cloud_spool_rejected_counters (id, rejected) VALUES (1, 0);
   `,
+  // 9: the shadow journal — the accepted changes since the documents in `shadows` were last written, one
+  // row per group commit (src/shadow/journal.ts); compaction folds them into `shadows` and deletes them.
+  `
+  CREATE TABLE shadow_journal (
+    seq      INTEGER PRIMARY KEY,
+    records  TEXT NOT NULL
+  );
+  `,
 ];

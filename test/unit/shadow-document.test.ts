@@ -3,7 +3,7 @@
  * device-shadow-data-flow, device-shadow-error-messages).
  */
 import { describe, expect, it } from 'vitest';
-import { applyUpdate, computeDelta, getResponse, ShadowRequestError, type ShadowDocument, type UpdateRequest } from '../../src/shadow/document.js';
+import { acceptedJson, applyUpdate, computeDelta, getResponse, ShadowRequestError, type ShadowDocument, type UpdateRequest } from '../../src/shadow/document.js';
 import { AWS_SHADOW_LIMITS, checkNames, parseSimpleRequest, parseUpdateRequest } from '../../src/shadow/request.js';
 
 const T1 = 1700000001;
@@ -216,5 +216,21 @@ describe('request validation (AWS codes and messages)', () => {
     expect(() => checkNames('has space')).toThrow('Invalid thing name');
     expect(() => checkNames('ok', 's'.repeat(65))).toThrow('Invalid shadow name');
     expect(() => checkNames('ok', 'bad/name')).toThrow('Invalid shadow name');
+  });
+});
+
+describe('acceptedJson', () => {
+  it('is the text JSON.stringify gives the /update/accepted payload', () => {
+    const current = applyUpdate(undefined, 0, { state: { desired: { a: 1 }, reported: { a: 0, deep: { x: [1, { y: 2 }] } } } }, T1).document;
+    const requests: UpdateRequest[] = [
+      { state: { reported: { a: 1 } } },
+      { state: { reported: { a: 1, deep: { x: null } } }, clientToken: 'tok-"quoted"-ü' },
+      { state: { desired: null, reported: { n: 1.5, s: 'é', list: [1, [2], { k: null }] } }, version: 1, clientToken: '' },
+      { state: { desired: { a: null } } },
+    ];
+    for (const request of requests) {
+      const result = applyUpdate(current, current.version, request, T2);
+      expect(acceptedJson(result, JSON.stringify(request.state))).toBe(JSON.stringify(result.accepted));
+    }
   });
 });
