@@ -28,7 +28,7 @@
  * The raw fdatasync rate of one record is still reported, in details.disk.
  *
  * Also in details: CPU per update of both processes and the client's CPU share (from /proc), the
- * coordinator's commits, WAL syncs and row writes.
+ * coordinator's commits, WAL syncs and store writes (journal rows, plus the compaction steps).
  */
 import { closeSync, fdatasyncSync, openSync, rmSync, statSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
@@ -278,7 +278,7 @@ function describe(r) {
   const rej = Object.keys(r.rejected).length ? `, rejected ${JSON.stringify(r.rejected)}` : '';
   return (
     `${Math.round(r.rate)} updates/s, p50 ${r.p50.toFixed(2)} ms, p99 ${r.p99.toFixed(2)} ms; ` +
-    `${r.commits} commits, ${r.syncs} syncs (${r.avgBatch.toFixed(1)} row writes/sync, ${Math.round(r.syncsPerSec)} syncs/s); ` +
+    `${r.commits} commits, ${r.syncs} syncs (${r.avgBatch.toFixed(1)} store writes/sync, ${Math.round(r.syncsPerSec)} syncs/s); ` +
     `CPU ${r.cpuUsPerUpdate?.toFixed(1) ?? '?'} µs/update (${r.cpuShare?.toFixed(2) ?? '?'} core), client ${r.clientCpuShare.toFixed(2)} core; ` +
     `baseline ${Math.round(r.baseline.rate)} updates/s, p50 ${r.baseline.p50.toFixed(2)} ms, p99 ${r.baseline.p99.toFixed(2)} ms, ` +
     `CPU ${r.baseline.cpuUsPerUpdate?.toFixed(1) ?? '?'} µs/update → ${r.ratio.toFixed(2)}×${rej}`
