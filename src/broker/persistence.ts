@@ -79,6 +79,15 @@ export class DurablePersistence extends MemoryPersistence {
   readonly #options: DurablePersistenceOptions;
   /** Client ids that own rows (subscriptions, queue, inbound QoS 2): only they cost database writes. */
   readonly #durableClients = new Set<string>();
+  /**
+   * Whether any session may hold a stored QoS 1/2 subscription. aedes asks subscriptionsByTopic for every
+   * QoS 1/2 message it publishes (offline queues, lib/aedes.js enqueueOffline), which splits the topic and
+   * walks the trie even when no session ever subscribed durably; while none has, the answer is known.
+   * Set before any subscription is stored; cleared only when a recount after a removal finds none and no
+   * subscription was added meanwhile.
+   */
+  #subscriptionsStored = false;
+  #subscriptionAdds = 0;
   readonly #clientsWithWill = new Set<string>();
   /** Messages queued per persistent session (mirrors the memory queue's length). */
   readonly #queued = new Map<string, number>();
@@ -132,6 +141,7 @@ export class DurablePersistence extends MemoryPersistence {
       list.push({ topic: row.topic, ...(JSON.parse(row.meta) as { qos: number }) });
       subsByClient.set(row.client_id, list);
     }
+    if (subsByClient.size > 0) this.#subscriptionsStored = true;
     for (const [clientId, subs] of subsByClient) {
       this.#durableClients.add(clientId);
       await attempt(`subscriptions of ${clientId}`, () => super.addSubscriptions(asClient(clientId), subs as never));
@@ -175,6 +185,10 @@ export class DurablePersistence extends MemoryPersistence {
   override addSubscriptions(client: Client, all: Parameters<MemoryPersistence['addSubscriptions']>[1]): Promise<void> {
     // aedes passes every filter of the SUBSCRIBE, including those it answered 0x80: keep only granted ones.
     const subs = all.filter((sub) => this.#options.maySubscribe(client, sub.topic));
+    if (subs.length > 0) {
+      this.#subscriptionsStored = true;
+      this.#subscriptionAdds++;
+    }
     const memory = super.addSubscriptions(client, subs);
     const id = client.id;
     this.#durableClients.add(id);
@@ -188,8 +202,24 @@ export class DurablePersistence extends MemoryPersistence {
     return both(memory, durable);
   }
 
+  override subscriptionsByTopic(topic: string): ReturnType<MemoryPersistence['subscriptionsByTopic']> {
+    return this.#subscriptionsStored ? super.subscriptionsByTopic(topic) : Promise.resolve([]);
+  }
+
+  /** After a removal: if no stored subscription is left (and none was added meanwhile), say so. */
+  #recount(): void {
+    const adds = this.#subscriptionAdds;
+    super.countOffline().then(
+      ({ subsCount }) => {
+        if (subsCount === 0 && adds === this.#subscriptionAdds) this.#subscriptionsStored = false;
+      },
+      () => undefined, // left set: the trie is then asked, as always
+    );
+  }
+
   override removeSubscriptions(client: Client, topics: string[]): Promise<void> {
     const memory = super.removeSubscriptions(client, topics);
+    if (this.#subscriptionsStored) memory.then(() => this.#recount(), () => undefined); // a failure is the caller's to see
     if (!this.#durableClients.has(client.id)) return memory;
     const id = client.id;
     const durable = this.#store.writer.write(() => {
@@ -200,6 +230,7 @@ export class DurablePersistence extends MemoryPersistence {
 
   override cleanSubscriptions(client: Client): Promise<void> {
     const memory = super.cleanSubscriptions(client);
+    if (this.#subscriptionsStored) memory.then(() => this.#recount(), () => undefined); // a failure is the caller's to see
     const id = client.id;
     if (!this.#durableClients.has(id)) return memory;
     // [MQTT-3.1.2-6] the whole session goes, durably, before CONNACK says so. The memory queue is drained

@@ -43,6 +43,34 @@ describe('DurablePersistence', () => {
     expect(run.status).toBe(0);
   });
 
+  it('answers which sessions a topic reaches without a lookup while none subscribed durably, and exactly once one has', async () => {
+    const store = Store.open(mkdtempSync(join(tmpdir(), 'coord-subs-')), () => undefined);
+    try {
+      const p = new DurablePersistence(store, options);
+      await p.setup(fakeBroker);
+      expect(await p.subscriptionsByTopic('a/b')).toEqual([]);
+      const a = persistent('a');
+      const b = persistent('b');
+      await p.addSubscriptions(a, [{ topic: 'a/+', qos: 1 }] as never);
+      await p.addSubscriptions(b, [{ topic: 'a/#', qos: 1 }] as never);
+      expect((await p.subscriptionsByTopic('a/b')).map((s) => s.clientId).sort()).toEqual(['a', 'b']);
+      await p.removeSubscriptions(a, ['a/+']);
+      await new Promise((resolve) => setImmediate(resolve)); // the recount after a removal
+      expect((await p.subscriptionsByTopic('a/b')).map((s) => s.clientId)).toEqual(['b']);
+      // A removal racing an addition must not hide the addition.
+      const cleaning = p.cleanSubscriptions(b);
+      await p.addSubscriptions(a, [{ topic: 'a/b', qos: 1 }] as never);
+      await cleaning;
+      await new Promise((resolve) => setImmediate(resolve));
+      expect((await p.subscriptionsByTopic('a/b')).map((s) => s.clientId)).toEqual(['a']);
+      await p.cleanSubscriptions(a);
+      await new Promise((resolve) => setImmediate(resolve));
+      expect(await p.subscriptionsByTopic('a/b')).toEqual([]);
+    } finally {
+      store.close();
+    }
+  });
+
   it('restores retained messages, subscriptions, queues with packet ids, inbound QoS 2 and orphaned wills', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'coord-restore-'));
     const store = Store.open(dir, () => undefined);
