@@ -313,7 +313,7 @@ export async function startBroker(config: CoordinatorConfig, store: Store, log: 
     // publish() stamps the message with the next broker counter synchronously (aedes-packet), before any
     // persistence call can complete; if the counter did not move, aedes refused the packet outright.
     const expected = counter() + 1;
-    const gated = client && packet.qos === 1 && typeof packet.messageId === 'number' ? { conn: client.conn, messageId: packet.messageId } : undefined;
+    const gated = client !== null && packet.qos === 1 && typeof packet.messageId === 'number';
     publish(packet, client, (err) => {
       inPipeline.delete(expected);
       if (err) heldPubacks.delete(expected); // never released: the client retries, as QoS 1 allows
@@ -324,7 +324,7 @@ export async function startBroker(config: CoordinatorConfig, store: Store, log: 
       return;
     }
     inPipeline.add(expected);
-    if (gated && heldPubacks.get(expected) === undefined) heldPubacks.set(expected, { ...gated, waiting: accepted ? 2 : 1 });
+    if (gated && heldPubacks.get(expected) === undefined) heldPubacks.set(expected, { conn: client.conn, messageId: packet.messageId!, waiting: accepted ? 2 : 1 });
     accepted?.then(
       () => settle(expected),
       (err: unknown) => {
