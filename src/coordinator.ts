@@ -136,6 +136,7 @@ export class Coordinator {
       broker = await startBroker(config, store, log, devices);
       shadows = new ShadowService(store, {
         maxInFlightPerShadow: config.shadows.maxInFlightPerShadow,
+        compaction: { afterMs: config.shadows.compactAfterMs, afterRecords: config.shadows.compactAfterChanges },
         onStoreError: (err) => log.error({ err, code: (err as { code?: string }).code ?? 'COORD_ERR_STORE_WRITE' }, err.message),
       });
       const limits = { maxStateBytes: config.shadows.maxStateBytes, maxDepth: AWS_SHADOW_LIMITS.maxDepth };

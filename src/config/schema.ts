@@ -142,6 +142,13 @@ export const configSchema = z
          * the cloud link use the in-process API. As trustworthy as the listener's authentication.
          */
         controlClients: z.array(z.string().min(1)).default([]),
+        /**
+         * How long after a change the shadow journal is folded into the documents (src/shadow/journal.ts):
+         * shorter = less to replay at start-up, more document writes.
+         */
+        compactAfterMs: z.int().min(10).max(600_000).default(1000),
+        /** Changes journaled since the last compaction that start one at once. */
+        compactAfterChanges: z.int().min(100).max(10_000_000).default(20_000),
       })
       .strict()
       .prefault({}),
