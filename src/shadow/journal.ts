@@ -17,7 +17,9 @@
  * journal rows it deletes (it writes what is durable when it runs), and the records that document already
  * holds are skipped. A journal damaged outside the coordinator (versions missing, a row that is not JSON)
  * does not stop the gateway: each shadow keeps the state that follows on from its document, the rest of
- * its records are left out, and every such problem is reported as COORD_ERR_STORE_RESTORE.
+ * its records are left out, every such problem is reported as COORD_ERR_STORE_RESTORE, and the journal
+ * rows from the first damaged one on are copied to `shadow_journal_damaged` before compaction can delete
+ * them (what was left out stays readable for the operator).
  */
 import type { Statement } from 'better-sqlite3';
 import { CoordinatorError } from '../errors.js';
@@ -72,6 +74,7 @@ export class ShadowJournal {
     write: Statement;
     trim: Statement;
     lastSeq: Statement;
+    keepDamaged: Statement;
   };
   /** Seq of the next journal row. */
   #nextSeq: number;
@@ -89,6 +92,7 @@ export class ShadowJournal {
       ),
       trim: db.prepare('DELETE FROM shadow_journal WHERE seq <= ?'),
       lastSeq: db.prepare('SELECT COALESCE(MAX(seq), 0) AS seq FROM shadow_journal'),
+      keepDamaged: db.prepare('INSERT OR IGNORE INTO shadow_journal_damaged (seq, records, found_at) SELECT seq, records, ? FROM shadow_journal WHERE seq >= ?'),
     };
     this.#nextSeq = (this.#sql.lastSeq.get() as { seq: number }).seq + 1;
   }
@@ -109,24 +113,34 @@ export class ShadowJournal {
       shadows.set(`${row.thing}\u0000${row.name}`, { thing: row.thing, name: row.name, document, version: row.version, journaled: false });
     }
     let lastSeq = 0;
+    let firstDamaged: number | undefined;
     const problems: CoordinatorError[] = [];
+    const report = (seq: number, problem: CoordinatorError): void => {
+      firstDamaged ??= seq;
+      problems.push(problem);
+    };
     for (const row of this.#sql.journal.iterate() as Iterable<{ seq: number; records: string }>) {
       lastSeq = row.seq;
       let records: unknown;
       try {
         records = JSON.parse(row.records);
       } catch (err) {
-        problems.push(restoreError(`shadow journal row ${row.seq} is not JSON; its changes were left out`, err));
+        report(row.seq, restoreError(`shadow journal row ${row.seq} is not JSON; its changes were left out`, err));
         continue;
       }
       if (!Array.isArray(records)) {
-        problems.push(restoreError(`shadow journal row ${row.seq} is not a list of records; its changes were left out`));
+        report(row.seq, restoreError(`shadow journal row ${row.seq} is not a list of records; its changes were left out`));
         continue;
       }
       for (const r of records as JournalRecord[]) {
         const problem = replay(shadows, r, row.seq);
-        if (problem) problems.push(problem);
+        if (problem) report(row.seq, problem);
       }
+    }
+    if (firstDamaged !== undefined) {
+      // Committed before any compaction can delete them (its sync covers this earlier write too).
+      this.#sql.keepDamaged.run(Date.now(), firstDamaged);
+      problems.push(restoreError(`shadow journal rows from ${firstDamaged} on were copied to table shadow_journal_damaged`));
     }
     return { shadows, lastSeq, problems };
   }
@@ -175,7 +189,8 @@ function replay(shadows: Map<string, StoredShadow>, r: JournalRecord, seq: numbe
   if (r.d === 1) {
     // A delete keeps the version: it applies to that version only; a newer document already holds it.
     if (r.v > shadow.version) return fail(`a delete of version ${r.v}, never stored`);
-    if (r.v === shadow.version) shadow.document = undefined;
+    if (r.v < shadow.version) return undefined; // the document is newer than this delete
+    shadow.document = undefined;
   } else {
     if (r.v <= shadow.version) return undefined; // the document already holds this update
     if (r.v !== shadow.version + 1) return fail(`version ${r.v}: versions missing in between`);

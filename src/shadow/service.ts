@@ -121,6 +121,15 @@ export type UpdateCallback = (err: Error | undefined, result?: UpdateResult) => 
 const key = (thing: string, name: string): string => `${thing}\u0000${name}`;
 const keyOf = (id: ShadowId): string => key(id.thing, id.name ?? '');
 
+/** Whether `value` survives a JSON round trip unchanged: no non-finite number anywhere in it. */
+function jsonSafe(value: unknown): boolean {
+  if (typeof value === 'number') return Number.isFinite(value);
+  if (typeof value !== 'object' || value === null) return true;
+  if (Array.isArray(value)) return value.every(jsonSafe);
+  for (const key in value) if (Object.hasOwn(value, key) && !jsonSafe((value as Record<string, unknown>)[key])) return false;
+  return true;
+}
+
 /** What an event listener threw, as an Error (listeners may throw anything). */
 const asError = (thrown: unknown): Error => (thrown instanceof Error ? thrown : new Error('an event listener threw a non-Error', { cause: thrown }));
 
@@ -228,14 +237,18 @@ export class ShadowService extends EventEmitter<ShadowEvents> {
     const entry = this.#entry(id);
     this.#admit(entry);
     let result: UpdateResult;
+    let stateJson: string;
     try {
+      // The journal holds the state's JSON: a value JSON cannot carry (1e400 parses to Infinity, which
+      // serializes as null) would come back different after a restart, so it is refused like bad JSON.
+      if (!jsonSafe(request.state)) throw new ShadowRequestError(400, 'Invalid JSON');
       result = applyUpdate(entry.pending, entry.pendingVersion, request, this.#now());
+      stateJson = JSON.stringify(request.state);
     } catch (err) {
       entry.inFlight--;
       throw err;
     }
     const version = result.document.version;
-    const stateJson = JSON.stringify(request.state);
     entry.pending = result.document;
     entry.pendingVersion = version;
     this.#record(entry, result.document, version, updateRecord(entry.prefix, version, result.document.timestamp, stateJson), (err) => {
@@ -349,11 +362,15 @@ export class ShadowService extends EventEmitter<ShadowEvents> {
     } else {
       for (const c of batch.changes) {
         c.entry.inFlight--;
-        c.entry.durable = c.doc;
-        c.entry.durableVersion = c.version;
+        // Never backwards: closing the store syncs the last rows itself and may answer them before an
+        // fdatasync still running answers earlier ones.
+        if (c.version >= c.entry.durableVersion) {
+          c.entry.durable = c.doc;
+          c.entry.durableVersion = c.version;
+        }
         this.#dirty.add(c.entry);
       }
-      this.#syncedSeq = batch.seq;
+      this.#syncedSeq = Math.max(this.#syncedSeq, batch.seq);
       this.#sinceCompaction += batch.changes.length;
       this.#maybeCompact();
     }
@@ -421,11 +438,14 @@ export class ShadowService extends EventEmitter<ShadowEvents> {
           if (last) this.#journal.trim(upTo);
         },
         (err) => {
-          if (err) {
-            // Tried again later: these shadows are still behind their rows, and the rows are all there.
+          if (err || (this.#closed && !last)) {
+            // Tried again later (or by the next start): these shadows are still behind their rows, and
+            // the rows are all there.
             for (let i = from; i < todo.length; i++) this.#dirty.add(todo[i]!);
             this.#compacting = false;
-            this.#options.onStoreError?.(new CoordinatorError('COORD_ERR_STORE_WRITE', `shadow compaction failed; it is tried again later: ${err.message}`, { cause: err }));
+            if (this.#closed) return;
+            this.#options.onStoreError?.(new CoordinatorError('COORD_ERR_STORE_WRITE', `shadow compaction failed; it is tried again later: ${err!.message}`, { cause: err }));
+            this.#maybeCompact();
             return;
           }
           if (!last) return step(to);

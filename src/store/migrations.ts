@@ -162,4 +162,13 @@ export const MIGRATIONS: readonly string[] = [
     records  TEXT NOT NULL
   );
   `,
+  // 10: journal rows a start-up could not replay exactly (src/shadow/journal.ts), kept for the operator
+  // before compaction deletes them from the journal.
+  `
+  CREATE TABLE shadow_journal_damaged (
+    seq       INTEGER PRIMARY KEY,
+    records   TEXT NOT NULL,
+    found_at  INTEGER NOT NULL
+  );
+  `,
 ];

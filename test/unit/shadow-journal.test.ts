@@ -87,17 +87,30 @@ describe('shadow journal', () => {
 
   it('compaction writes the documents in steps, empties the journal, and a restart reads the same', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'coord-journal-'));
-    const first = start(dir, { afterMs: 5, afterRecords: 1e9, chunk: 2 });
-    const commitsBefore = first.store.writer.stats.commits;
+    const first = start(dir);
+    const expected = await workload(first.shadows);
+    stop(first);
+    // Reopened with five shadows in the journal and compaction two documents a step: three steps.
+    const second = start(dir, { afterMs: 5, afterRecords: 1e9, chunk: 2 });
+    const commitsBefore = second.store.writer.stats.commits;
+    await expect.poll(() => journalRows(second.store), { timeout: 5_000, interval: 10 }).toBe(0);
+    expect(second.store.writer.stats.commits - commitsBefore).toBe(3);
+    expect(JSON.parse(documentRow(second.store, 'meter')!.document!)).toEqual(expected.get('meter/'));
+    expect(documentRow(second.store, 'pump')).toEqual({ document: null, version: 4 });
+    expectSame(second.shadows, expected);
+    stop(second);
+
+    const third = start(dir);
+    expectSame(third.shadows, expected);
+  });
+
+  it('compacts while changes go on, and every change is in a document or in the journal', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'coord-journal-'));
+    const first = start(dir, { afterMs: 1, afterRecords: 1e9, chunk: 2 });
     const expected = await workload(first.shadows);
     await expect.poll(() => journalRows(first.store), { timeout: 5_000, interval: 10 }).toBe(0);
-    expect(first.store.writer.stats.commits - commitsBefore).toBeGreaterThan(0);
-    expect(JSON.parse(documentRow(first.store, 'meter')!.document!)).toEqual(expected.get('meter/'));
-    expect(documentRow(first.store, 'pump')).toEqual({ document: null, version: 4 });
     stop(first);
-
-    const again = start(dir);
-    expectSame(again.shadows, expected);
+    expectSame(start(dir).shadows, expected);
   });
 
   it('compacts once enough changes were journaled, without waiting for the timer', async () => {
@@ -116,14 +129,25 @@ describe('shadow journal', () => {
     await first.shadows.update({ thing: 'x' }, { state: { reported: { v: 3 } } });
     await first.shadows.delete({ thing: 'x' });
     await first.shadows.update({ thing: 'x' }, { state: { desired: { v: 4 } } });
-    const expected = first.shadows.document({ thing: 'x' });
-    // A compaction that wrote version 2 while the journal still holds versions 1 to 4.
-    first.store.db.prepare('INSERT INTO shadows (thing, name, document, version) VALUES (?, ?, ?, ?)').run('x', '', JSON.stringify(atTwo), 2);
+    const atFour = first.shadows.document({ thing: 'x' });
     stop(first);
 
-    const again = start(dir);
-    expect(again.shadows.document({ thing: 'x' })).toEqual(expected);
-    expect(again.shadows.document({ thing: 'x' })?.version).toBe(4);
+    const rowThen = (document: string | null, version: number): ShadowDocument | undefined => {
+      // The journal is left as it is: versions 1 to 4, the delete at 3 among them.
+      const store = Store.open(dir, () => undefined);
+      store.db.prepare('INSERT INTO shadows (thing, name, document, version) VALUES (?, ?, ?, ?) ON CONFLICT DO UPDATE SET document = excluded.document, version = excluded.version').run('x', '', document, version);
+      store.close();
+      const again = start(dir);
+      const doc = again.shadows.document({ thing: 'x' });
+      stop(again);
+      return doc;
+    };
+    // A compaction that wrote version 2: updates 1 and 2 are skipped, the rest applied.
+    expect(rowThen(JSON.stringify(atTwo), 2)).toEqual(atFour);
+    // One that wrote the delete: the delete record (version 3) matches a deleted row and changes nothing.
+    expect(rowThen(null, 3)).toEqual(atFour);
+    // One that wrote version 4: the delete record is older than the row and is skipped.
+    expect(rowThen(JSON.stringify(atFour), 4)).toEqual(atFour);
   });
 
   it('a journal with versions missing: the shadow keeps what follows on, the rest is reported, the others are whole', async () => {
@@ -151,7 +175,12 @@ describe('shadow journal', () => {
     expect(problems).toEqual([
       expect.stringMatching(/^COORD_ERR_STORE_RESTORE shadow gap: journal row \d+ holds version 3: versions missing in between; kept at version 1/),
       expect.stringMatching(/^COORD_ERR_STORE_RESTORE shadow journal row \d+ is not JSON/),
+      expect.stringMatching(/^COORD_ERR_STORE_RESTORE shadow journal rows from \d+ on were copied to table shadow_journal_damaged/),
     ]);
+    // What was left out stays readable, whatever compaction does to the journal.
+    const damaged = store.db.prepare('SELECT records FROM shadow_journal_damaged ORDER BY seq').all() as { records: string }[];
+    expect(damaged.length).toBeGreaterThanOrEqual(2);
+    expect(damaged.some((r) => r.records.includes('"t":"gap","n":"","v":3'))).toBe(true);
     expect(shadows.document({ thing: 'gap' })).toMatchObject({ state: { reported: { v: 1 } }, version: 1 });
     expect(shadows.document({ thing: 'whole' })).toEqual(expectedWhole);
     await expect(shadows.update({ thing: 'gap' }, { state: { reported: { v: 9 } } })).resolves.toMatchObject({ document: { version: 2 } });
@@ -168,5 +197,41 @@ describe('shadow journal', () => {
     expect(shadows.get({ thing: 'f' })).toMatchObject({ state: { reported: { ok: 1 } }, version: 1 });
     await expect(shadows.update({ thing: 'f' }, { state: { reported: { ok: 3 } } })).resolves.toMatchObject({ document: { version: 2 } });
     await expect(shadows.update({ thing: 'g' }, { state: { reported: { ok: 3 } } })).resolves.toMatchObject({ document: { version: 1 } });
+  });
+
+  it('a row that fails while the one before it is committed but not yet durable: the shadow goes on from the committed one', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'coord-journal-'));
+    const { store, shadows } = start(dir);
+    await shadows.update({ thing: 'p' }, { state: { reported: { n: 0 } } });
+    const commits = store.writer.stats.commits;
+    const b1 = shadows.update({ thing: 'p' }, { state: { reported: { n: 1 } } }); // version 2
+    let b1Durable = false;
+    void b1.then(() => (b1Durable = true));
+    // Its row commits in the next turn and its sync starts; then the table goes away under the next row.
+    await new Promise((resolve) => setImmediate(resolve));
+    expect(store.writer.stats.commits).toBe(commits + 1);
+    expect(b1Durable).toBe(false);
+    store.db.exec('ALTER TABLE shadow_journal RENAME TO shadow_journal_away');
+    const b2 = shadows.update({ thing: 'p' }, { state: { reported: { n: 2 } } }); // version 3, fails
+    await expect(b2).rejects.toMatchObject({ code: 500 });
+    await expect(b1).resolves.toMatchObject({ document: { version: 2 } });
+    store.db.exec('ALTER TABLE shadow_journal_away RENAME TO shadow_journal');
+    await expect(shadows.update({ thing: 'p' }, { state: { reported: { n: 3 } } })).resolves.toMatchObject({ document: { version: 3 } });
+    stop({ store, shadows });
+    expect(start(dir).shadows.document({ thing: 'p' })).toMatchObject({ state: { reported: { n: 3 } }, version: 3 });
+  });
+
+  it('refuses a number JSON cannot carry (it would come back as null), nothing stored', async () => {
+    const { shadows } = start(mkdtempSync(join(tmpdir(), 'coord-journal-')));
+    await shadows.update({ thing: 'n' }, { state: { reported: { a: 1 } } });
+    for (const bad of [Infinity, -Infinity, NaN]) {
+      expect(() => shadows.update({ thing: 'n' }, { state: { reported: { a: 2, deep: { list: [1, bad] } } } })).toThrow(
+        expect.objectContaining({ code: 400, message: 'Invalid JSON' }) as Error,
+      );
+    }
+    expect(shadows.get({ thing: 'n' })).toMatchObject({ state: { reported: { a: 1 } }, version: 1 });
+    // Not counted in flight either: a 429 never follows from refused requests.
+    for (let i = 0; i < 1100; i++) expect(() => shadows.update({ thing: 'n' }, { state: { reported: { x: Infinity } } })).toThrow('Invalid JSON');
+    await expect(shadows.update({ thing: 'n' }, { state: { reported: { a: 3 } } })).resolves.toMatchObject({ document: { version: 2 } });
   });
 });
