@@ -7,6 +7,7 @@
  * is acknowledged twice across rounds, and the journal replays without a problem.
  */
 import { spawn } from 'node:child_process';
+import { existsSync, statSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { ShadowService } from '../../src/shadow/service.js';
@@ -14,6 +15,8 @@ import { Store } from '../../src/store/database.js';
 import { tempDir } from '../helpers/process.js';
 
 const WRITER = fileURLToPath(new URL('../fixtures/shadow-writer.mjs', import.meta.url));
+const BUILT = fileURLToPath(new URL('../../dist/shadow/service.js', import.meta.url));
+const SOURCE = fileURLToPath(new URL('../../src/shadow/service.ts', import.meta.url));
 const SHADOWS = 40;
 const ROUNDS = 8;
 
@@ -54,6 +57,9 @@ function runWriter(dataDir: string, firstSeq: number, killAfterMs: number): Prom
 
 describe('shadow journal crash safety', () => {
   it('keeps every acknowledged update across SIGKILLs in the middle of compactions', async () => {
+    // The writer runs the built code: it must be there and not older than the source.
+    expect(existsSync(BUILT), 'npm run build first').toBe(true);
+    expect(statSync(BUILT).mtimeMs, 'dist/ is older than src/: npm run build first').toBeGreaterThanOrEqual(statSync(SOURCE).mtimeMs);
     const dataDir = tempDir();
     const last = new Map<string, Acked>(); // per shadow, the newest acknowledged update
     let seq = 0;
