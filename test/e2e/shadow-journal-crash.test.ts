@@ -6,13 +6,12 @@
  * reopened on the same file. Every acknowledged update is there (its version or a later one), no version
  * is acknowledged twice across rounds, and the journal replays without a problem.
  */
-import { spawn } from 'node:child_process';
 import { existsSync, statSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { ShadowService } from '../../src/shadow/service.js';
 import { Store } from '../../src/store/database.js';
-import { tempDir } from '../helpers/process.js';
+import { runUntilKilled, tempDir } from '../helpers/process.js';
 
 const WRITER = fileURLToPath(new URL('../fixtures/shadow-writer.mjs', import.meta.url));
 const BUILT = fileURLToPath(new URL('../../dist/shadow/service.js', import.meta.url));
@@ -26,33 +25,18 @@ interface Acked {
 }
 
 /** Runs the writer and SIGKILLs it `killAfterMs` after its first acknowledgement; returns what it acknowledged. */
-function runWriter(dataDir: string, firstSeq: number, killAfterMs: number): Promise<{ acked: [string, Acked][]; stderr: string }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [WRITER, dataDir, String(firstSeq), String(SHADOWS)], { stdio: ['ignore', 'pipe', 'pipe'] });
-    const acked: [string, Acked][] = [];
-    let stdout = '';
-    let stderr = '';
-    let timer: NodeJS.Timeout | undefined;
-    const guard = setTimeout(() => child.kill('SIGKILL'), 10_000);
-    child.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
-    child.stdout.on('data', (c: Buffer) => {
-      stdout += c.toString();
-      let nl;
-      while ((nl = stdout.indexOf('\n')) >= 0) {
-        const [kind, thing, version, seq] = stdout.slice(0, nl).split(' ');
-        stdout = stdout.slice(nl + 1);
-        if (kind === 'A') acked.push([thing!, { version: Number(version), seq: Number(seq) }]);
-        timer ??= setTimeout(() => child.kill('SIGKILL'), killAfterMs);
-      }
-    });
-    child.on('error', reject);
-    child.on('close', (code, signal) => {
-      clearTimeout(guard);
-      clearTimeout(timer);
-      if (signal !== 'SIGKILL') reject(new Error(`writer exited on its own (code ${code}, signal ${signal}): ${stderr}`));
-      else resolve({ acked, stderr });
-    });
-  });
+async function runWriter(dataDir: string, firstSeq: number, killAfterMs: number): Promise<{ acked: [string, Acked][]; stderr: string }> {
+  const acked: [string, Acked][] = [];
+  const { stderr } = await runUntilKilled(
+    WRITER,
+    [dataDir, String(firstSeq), String(SHADOWS)],
+    (line) => {
+      const [kind, thing, version, seq] = line.split(' ');
+      if (kind === 'A') acked.push([thing!, { version: Number(version), seq: Number(seq) }]);
+    },
+    killAfterMs,
+  );
+  return { acked, stderr };
 }
 
 describe('shadow journal crash safety', () => {

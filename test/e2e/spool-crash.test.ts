@@ -6,14 +6,13 @@
  * with the rows; an acknowledged seq is never handed out again. Some rounds run with a small limit, so
  * eviction is killed mid-way too.
  */
-import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { CloudSpool, spoolEntryBytes, type SpooledMessage } from '../../src/cloud/spool.js';
 import { Store } from '../../src/store/database.js';
-import { tempDir } from '../helpers/process.js';
+import { runUntilKilled, tempDir } from '../helpers/process.js';
 
 const WRITER = fileURLToPath(new URL('../fixtures/spool-writer.mjs', import.meta.url));
 const BUILT = fileURLToPath(new URL('../../dist/cloud/spool.js', import.meta.url));
@@ -34,39 +33,22 @@ interface Run {
 }
 
 /** Runs the writer on `dataDir` and SIGKILLs it `killAfterMs` after its first acknowledged append. */
-function runWriter(dataDir: string, firstIndex: number, maxBytes: number, killAfterMs: number): Promise<Run> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [WRITER, dataDir, String(firstIndex), String(maxBytes)], { stdio: ['ignore', 'pipe', 'pipe'] });
-    const appended = new Map<number, number>();
-    let ackAsked = 0;
-    let ackedThrough = 0;
-    let stdout = '';
-    let stderr = '';
-    let timer: NodeJS.Timeout | undefined;
-    const guard = setTimeout(() => child.kill('SIGKILL'), 10_000);
-    child.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
-    child.stdout.on('data', (c: Buffer) => {
-      stdout += c.toString();
-      let nl;
-      while ((nl = stdout.indexOf('\n')) >= 0) {
-        const [kind, a, b] = stdout.slice(0, nl).split(' ');
-        stdout = stdout.slice(nl + 1);
-        if (kind === 'A') appended.set(Number(a), Number(b));
-        else if (kind === 'k') ackAsked = Math.max(ackAsked, Number(a));
-        else if (kind === 'K') ackedThrough = Math.max(ackedThrough, Number(a));
-        timer ??= setTimeout(() => child.kill('SIGKILL'), killAfterMs);
-      }
-      // A line cut short by the kill stays in `stdout` and is ignored: its append was not reported.
-    });
-    child.on('error', reject);
-    // 'close': the process is gone and everything it wrote to the pipe has been read.
-    child.on('close', (code, signal) => {
-      clearTimeout(guard);
-      clearTimeout(timer);
-      if (signal !== 'SIGKILL') reject(new Error(`writer exited on its own (code ${code}, signal ${signal}): ${stderr}`));
-      else resolve({ appended, ackAsked, ackedThrough, stderr });
-    });
-  });
+async function runWriter(dataDir: string, firstIndex: number, maxBytes: number, killAfterMs: number): Promise<Run> {
+  const appended = new Map<number, number>();
+  let ackAsked = 0;
+  let ackedThrough = 0;
+  const { stderr } = await runUntilKilled(
+    WRITER,
+    [dataDir, String(firstIndex), String(maxBytes)],
+    (line) => {
+      const [kind, a, b] = line.split(' ');
+      if (kind === 'A') appended.set(Number(a), Number(b));
+      else if (kind === 'k') ackAsked = Math.max(ackAsked, Number(a));
+      else if (kind === 'K') ackedThrough = Math.max(ackedThrough, Number(a));
+    },
+    killAfterMs,
+  );
+  return { appended, ackAsked, ackedThrough, stderr };
 }
 
 /** Checks a spooled message against the derivation the writer used; returns its index. */

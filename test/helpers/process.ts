@@ -173,3 +173,37 @@ export function runCli(args: string[], options: { env?: NodeJS.ProcessEnv; cwd?:
     });
   });
 }
+
+/**
+ * Runs the node script `script` with `args`, hands every complete line it prints to `onLine`, and SIGKILLs
+ * it `killAfterMs` after its first line (after 10 s whatever happens). Resolves with its stderr once it is
+ * gone and its output read; rejects if it exited on its own. A line cut short by the kill is not handed
+ * over: what it reported was not printed whole. For crash tests of a writer in a child process.
+ */
+export function runUntilKilled(script: string, args: readonly string[], onLine: (line: string) => void, killAfterMs: number): Promise<{ stderr: string }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [script, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    let timer: NodeJS.Timeout | undefined;
+    const guard = setTimeout(() => child.kill('SIGKILL'), 10_000);
+    child.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
+    child.stdout.on('data', (c: Buffer) => {
+      stdout += c.toString();
+      let nl;
+      while ((nl = stdout.indexOf('\n')) >= 0) {
+        onLine(stdout.slice(0, nl));
+        stdout = stdout.slice(nl + 1);
+        timer ??= setTimeout(() => child.kill('SIGKILL'), killAfterMs);
+      }
+    });
+    child.on('error', reject);
+    // 'close': the process is gone and everything it wrote to the pipe has been read.
+    child.on('close', (code, signal) => {
+      clearTimeout(guard);
+      clearTimeout(timer);
+      if (signal !== 'SIGKILL') reject(new Error(`${script} exited on its own (code ${String(code)}, signal ${String(signal)}): ${stderr}`));
+      else resolve({ stderr });
+    });
+  });
+}
