@@ -16,16 +16,18 @@
 import type { Writable } from 'node:stream';
 import { requireFromAedes } from './aedes-modules.js';
 
-interface Packet {
+/** A packet as aedes hands it to mqtt-packet's writer (only the fields the layers here read). */
+export interface Packet {
   cmd: string;
   topic?: unknown;
   payload?: unknown;
   qos?: number;
   dup?: boolean;
   retain?: boolean;
-  messageId?: unknown;
+  messageId?: number;
 }
-type WriteToStream = (packet: Packet, stream: Writable, opts?: { protocolVersion?: number }) => boolean;
+/** mqtt-packet's writeToStream, and every layer put around it. */
+export type WriteToStream = (packet: Packet, stream: Writable, opts?: { protocolVersion?: number }) => boolean;
 
 /** A payload at least this long is written on its own rather than copied behind the header. */
 const COPY_PAYLOAD_BELOW = 2048;
@@ -53,7 +55,7 @@ function writeVarInt(buf: Buffer, offset: number, n: number): number {
 }
 
 /** A packet id is 1..65535 [MQTT-2.3.1]. */
-const isPacketId = (id: unknown): id is number => typeof id === 'number' && Number.isInteger(id) && id > 0 && id <= 0xffff;
+const isPacketId = (id: number | undefined): id is number => typeof id === 'number' && Number.isInteger(id) && id > 0 && id <= 0xffff;
 
 /**
  * PUBLISH [MQTT-3.3]: fixed header 0x30 | DUP << 3 | QoS << 1 | RETAIN, Remaining Length, Topic Name
@@ -82,7 +84,7 @@ function writePublish(packet: Packet, stream: Writable): boolean | undefined {
   offset += 2;
   offset += buf.write(topic, offset, 'utf8');
   if (qos > 0) {
-    buf.writeUInt16BE(messageId as number, offset);
+    buf.writeUInt16BE(messageId!, offset);
     offset += 2;
   }
   if (!copyPayload) {
@@ -107,11 +109,7 @@ function writePuback(packet: Packet, stream: Writable): boolean | undefined {
   return stream.write(buf);
 }
 
-/**
- * Installs the writer under aedes' writeToStream, once per process. The PUBACK gate and the write
- * batching wrap whatever writeToStream is when they install, so each installs this first: the writer is
- * always the innermost layer, below the gate.
- */
+/** Installs the writer under aedes' writeToStream, once per process (see wrapPacketWriter). */
 export function installPacketWriter(): void {
   if (installed) return;
   installed = true;
@@ -124,4 +122,16 @@ export function installPacketWriter(): void {
     }
     return original(packet, stream, opts);
   };
+}
+
+/**
+ * Puts a layer around aedes' packet writer (the very mqtt-packet instance aedes writes with): `wrap` gets
+ * the writer as it is now and returns its replacement. Layers installed later are outside earlier ones;
+ * this module's one-buffer writer is always the innermost (installed first, here), so the PUBACK gate
+ * sees every PUBACK before anything is written.
+ */
+export function wrapPacketWriter(wrap: (inner: WriteToStream) => WriteToStream): void {
+  installPacketWriter();
+  const mqttPacket = requireFromAedes<{ writeToStream: WriteToStream }>('mqtt-packet');
+  mqttPacket.writeToStream = wrap(mqttPacket.writeToStream.bind(mqttPacket));
 }

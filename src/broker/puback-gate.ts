@@ -15,11 +15,7 @@
  * the publisher retries, as QoS 1 requires [MQTT-4.3.2].
  */
 import type { Writable } from 'node:stream';
-import { requireFromAedes } from './aedes-modules.js';
-import { installPacketWriter } from './packet-writer.js';
-
-type Packet = { cmd: string; messageId?: number };
-type WriteToStream = (packet: Packet, stream: Writable, opts?: unknown) => boolean;
+import { wrapPacketWriter } from './packet-writer.js';
 
 interface Held {
   readonly messageId: number;
@@ -41,10 +37,7 @@ let installed = false;
 export function installPubackGate(): void {
   if (installed) return;
   installed = true;
-  installPacketWriter(); // the innermost layer, below this one
-  const mqttPacket = requireFromAedes<{ writeToStream: WriteToStream }>('mqtt-packet');
-  const original = mqttPacket.writeToStream.bind(mqttPacket);
-  mqttPacket.writeToStream = (packet, stream, opts) => {
+  wrapPacketWriter((original) => (packet, stream, opts) => {
     if (packet.cmd !== 'puback') return original(packet, stream, opts);
     const held = packet.messageId === undefined ? undefined : gated.get(stream)?.byId.get(packet.messageId);
     if (!held || held.write) return original(packet, stream, opts);
@@ -54,7 +47,7 @@ export function installPubackGate(): void {
     scheduleFlush(stream);
     // Report success so aedes goes on to run the publish pipeline that will release this PUBACK.
     return true;
-  };
+  });
 }
 
 /** Enables the gate for a connection (called by the listener for every accepted socket). */

@@ -15,10 +15,7 @@
  * the write's callback, an immediate queued after ours, so the uncork comes first.
  */
 import type { Writable } from 'node:stream';
-import { requireFromAedes } from './aedes-modules.js';
-import { installPacketWriter } from './packet-writer.js';
-
-type WriteToStream = (packet: unknown, stream: Writable, opts?: unknown) => boolean;
+import { wrapPacketWriter } from './packet-writer.js';
 
 const held = new WeakSet<Writable>();
 let installed = false;
@@ -32,15 +29,12 @@ function release(stream: Writable): void {
 export function installWriteBatching(): void {
   if (installed) return;
   installed = true;
-  installPacketWriter(); // the innermost layer, below this one
-  const mqttPacket = requireFromAedes<{ writeToStream: WriteToStream }>('mqtt-packet');
-  const original = mqttPacket.writeToStream.bind(mqttPacket);
-  mqttPacket.writeToStream = (packet, stream, opts) => {
+  wrapPacketWriter((original) => (packet, stream, opts) => {
     if (!held.has(stream) && typeof stream.cork === 'function' && !stream.destroyed) {
       held.add(stream);
       stream.cork();
       setImmediate(release, stream);
     }
     return original(packet, stream, opts);
-  };
+  });
 }
