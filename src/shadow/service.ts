@@ -353,7 +353,8 @@ export class ShadowService extends EventEmitter<ShadowEvents> {
     let failure: ShadowRequestError | undefined;
     if (err) {
       failure = new ShadowRequestError(500, 'Internal service failure', { cause: err });
-      // Back to what is committed: changes computed on the failed ones fail with them (see above).
+      // Back to what is committed (a row committed before this one may still be syncing): a failed row
+      // is reported before any other change can be computed, so none was built on it.
       for (const { entry } of batch.changes) {
         entry.inFlight--;
         entry.pending = entry.committed;
