@@ -156,6 +156,10 @@ export const ERRORS = {
     meaning: 'A task exceeded a sandbox limit: result or payload size, publishes per invocation, pending timers, or state size.',
     remedy: 'Stay inside the limit named in the message (docs/tasks.md lists them) or raise it in the configuration.',
   },
+  COORD_ERR_TASK_QUARANTINED: {
+    meaning: 'A task crashed its task host process repeatedly (a V8 fatal error, an out-of-memory abort); it is stopped until it is deployed again, and the other tasks were not charged for the crashes.',
+    remedy: '`coordinator tasks logs NAME` shows the crash messages; make the task allocate less per call (or raise limits.memoryMb) and deploy a new version.',
+  },
   COORD_ERR_TASK_CANCELLED: {
     meaning: 'A queued or running invocation was cancelled because its task was replaced or removed, or the coordinator is stopping.',
     remedy: 'None needed; events sent after the new tasks are active reach them.',
@@ -215,6 +219,10 @@ export const ERRORS = {
   COORD_ERR_DEPLOY_REJECTED: {
     meaning: 'A desired deployment document was refused before anything changed: it fails the schema or a semantic rule, or a bundle failed its digest, signature or size check.',
     remedy: 'reported.problems of the deployment shadow lists every problem (path + message); fix them and write the document again under a new id.',
+  },
+  COORD_ERR_DEPLOY_RESERVED_TOPIC: {
+    meaning: 'A task of a deployment (or a task set installed directly) asks to publish to, subscribe to, be triggered by or route a reserved $ topic ($aws/..., $SYS/...); the deployment was REJECTED and nothing changed.',
+    remedy: 'Remove the $ filter: tasks reach shadows through ctx.shadow and shadowDelta triggers, never through the $aws topics.',
   },
   COORD_ERR_DEPLOY_FAILED: {
     meaning: 'A deployment could not be completed (a bundle could not be fetched, a task failed to load, restarts interrupted it too often); the previous deployment keeps running.',

@@ -61,6 +61,12 @@ const tlsListener = z
     }
   });
 
+/** A maximum grant for task topics: never a reserved $ filter (src/router/reserved.ts). */
+const grantFilter = z
+  .string()
+  .min(1)
+  .refine((f) => f.charCodeAt(0) !== 36, { message: 'must not name a reserved $ topic: tasks are never granted $aws/... or $SYS/... topics' });
+
 /** One device policy group (docs/devices.md, "Policies"). */
 const policyFilter = z.string().superRefine((filter, ctx) => {
   const problem = policyFilterProblem(filter);
@@ -174,6 +180,8 @@ export const configSchema = z
         maxLogLines: z.int().min(1).max(100_000).default(200),
         /** Log lines kept per task for `coordinator tasks logs`. */
         logRing: z.int().min(10).max(100_000).default(1000),
+        /** Largest single ctx.state value (its JSON), bytes; refused inside the sandbox before it is copied out. */
+        maxStateValueBytes: z.int().min(64).max(16_777_216).default(262_144),
         /** Most bytes of ctx.state (keys + JSON values) per task. */
         stateMaxBytes: z.int().min(1024).max(104_857_600).default(1_048_576),
         /** First delay before restarting a dead task host; doubles up to 5 s. */
@@ -196,8 +204,8 @@ export const configSchema = z
         /** The widest permissions any deployed task may be granted: every filter a task asks for must lie inside one. */
         maxGrants: z
           .object({
-            publish: z.array(z.string().min(1)).default(['#']),
-            subscribe: z.array(z.string().min(1)).default(['#']),
+            publish: z.array(grantFilter).default(['#']),
+            subscribe: z.array(grantFilter).default(['#']),
             shadows: z.array(z.string().min(1)).default(['#']),
             devices: z.array(z.string().min(1)).default(['#']),
           })

@@ -6,6 +6,9 @@
 
 /** Whether every topic `filter` matches is also matched by `grant`. */
 export function filterCovers(grant: string, filter: string): boolean {
+  // [MQTT-4.7.2-1] a filter that starts with a wildcard does not match topics starting with '$': neither
+  // does a grant. (Reserved filters are refused before grants are consulted; this keeps the rule true.)
+  if (filter.charCodeAt(0) === 36 && (grant.charCodeAt(0) === 35 || grant.charCodeAt(0) === 43)) return false;
   const g = grant.split('/');
   const f = filter.split('/');
   for (let i = 0; i < g.length; i++) {

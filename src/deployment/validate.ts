@@ -6,6 +6,7 @@ import type { CoordinatorConfig } from '../config/schema.js';
 import { isCoordinatorError } from '../errors.js';
 import { THING_NAME_PATTERN } from '../config/schema.js';
 import type * as Triggers from '../tasks/triggers.js';
+import { isReserved, reservedInTask, reservedMessage, routeReachesTask } from '../router/reserved.js';
 import { outsideGrants } from './grants.js';
 import type { Deployment, Problem } from './document.js';
 
@@ -57,13 +58,17 @@ export async function checkDeployment(doc: Deployment, config: CoordinatorConfig
     }
     for (const [j, r] of t.routes.entries()) checkRoute(r, names, `${at}.routes.${j}`, add);
 
+    for (const r of reservedInTask(t)) add(`${at}.${r.path}`, `COORD_ERR_DEPLOY_RESERVED_TOPIC: ${reservedMessage(r.filter)}`);
     for (const kind of ['publish', 'subscribe', 'shadows', 'devices'] as const) {
-      for (const f of outsideGrants(d.maxGrants[kind], t.permissions[kind])) {
+      for (const f of outsideGrants(d.maxGrants[kind], t.permissions[kind].filter((w) => !isReserved(w)))) {
         add(`${at}.permissions.${kind}`, `${f} is outside what this coordinator grants (deployments.maxGrants.${kind}: ${d.maxGrants[kind].join(', ') || 'nothing'})`);
       }
     }
   }
-  for (const [j, r] of doc.routes.entries()) checkRoute(r, names, `routes.${j}`, add);
+  for (const [j, r] of doc.routes.entries()) {
+    checkRoute(r, names, `routes.${j}`, add);
+    if (routeReachesTask(r)) add(`routes.${j}.filter`, `COORD_ERR_DEPLOY_RESERVED_TOPIC: ${reservedMessage(r.filter)}`);
+  }
 
   const memory = doc.tasks.reduce((sum, t) => sum + memoryOf(t), 0);
   if (memory > d.memoryBudgetMb) add('tasks', `the tasks may use ${memory} MB together (memoryMb × concurrency; pinned: memoryMb), over the budget of ${d.memoryBudgetMb} MB (deployments.memoryBudgetMb)`);

@@ -118,14 +118,31 @@ const toJson = (function toJson(value, what) {
   return text === undefined ? 'null' : text;
 });
 
+// Limits of what may leave the isolate (docs/tasks.md, "Limits"), checked here — before a byte is copied
+// to the host — and again by the core, which is the authority. A string value larger than its limit is
+// refused before it is even serialized; a JSON text whose length in characters is already over the limit
+// needs no UTF-8 count.
+let maxResultBytes = 65536; let maxStateValueBytes = 262144; let maxShadowRequestBytes = 9216; let maxCallChars = 2097152;
+const tooLarge = (function tooLarge(what, size, limit, setting) {
+  return codedError('COORD_ERR_TASK_LIMIT', what + ' of ' + size + ' bytes exceeds ' + setting + ' (' + limit + ' bytes)');
+});
+const jsonWithin = (function jsonWithin(value, what, limit, setting) {
+  if (typeof value === 'string' && value.length > limit) throw tooLarge(what, value.length, limit, setting);
+  const text = toJson(value, what);
+  if (text.length > limit) throw tooLarge(what, text.length, limit, setting);
+  if (text.length * 3 > limit) { const n = utf8Length(text); if (n > limit) throw tooLarge(what, n, limit, setting); }
+  return text;
+});
+
 // A host call is sent one-way; its answer comes back through deliver(), which the host calls with the
 // task's time limit — so the code that awaited it runs under that limit too, even after the invocation
 // that made the call has returned.
 const call = (function call(invocationId, method, args) {
   // Refused here, without a crossing, past the bound the host enforces too.
   if (ReflectApply(mapSize, pendingCalls, []) >= maxCallsInFlight) return PromiseCtor.reject(codedError('COORD_ERR_TASK_LIMIT', 'more than ' + maxCallsInFlight + ' host calls in flight'));
-  const id = nextCallId++;
   const argsJson = jsonStringify(args);
+  if (argsJson.length > maxCallChars) return PromiseCtor.reject(codedError('COORD_ERR_TASK_LIMIT', 'a host call (' + method + ') of ' + argsJson.length + ' characters exceeds the limit of ' + maxCallChars));
+  const id = nextCallId++;
   return new PromiseCtor((resolve, reject) => {
     ReflectApply(mapSet, pendingCalls, [id, { resolve, reject }]);
     hostSend(id, method, argsJson, invocationId);
@@ -306,6 +323,7 @@ const mayPublish = (function mayPublish(topic) {
 });
 function checkKey(key) {
   if (typeof key !== 'string' || key.length === 0) throw codedError('COORD_ERR_TASK_BAD_CALL', 'state keys are non-empty strings');
+  if (key.length > 1024) throw codedError('COORD_ERR_TASK_LIMIT', 'state key of ' + key.length + ' characters exceeds the key limit');
   return key;
 }
 const makeCtx = (function makeCtx(invocationId, background) {
@@ -317,7 +335,8 @@ const makeCtx = (function makeCtx(invocationId, background) {
   // again by the core, which is the authority and drops (and logs) anything outside the permissions.
   const publish = async (topic, payload, options) => {
     const t = StringCtor(topic);
-    if (t === '' || t.includes('+') || t.includes('#') || t.includes('\u0000')) throw codedError('COORD_ERR_TASK_BAD_CALL', 'topic ' + jsonStringify(t) + ' is not a valid topic name');
+    if (t === '' || t.length > 65535 || t.includes('+') || t.includes('#') || t.includes('\u0000')) throw codedError('COORD_ERR_TASK_BAD_CALL', 'topic ' + jsonStringify(t) + ' is not a valid topic name');
+    if (ReflectApply(charCodeAt, t, [0]) === 36) throw codedError('COORD_ERR_TASK_DENIED', 'this task may not publish to ' + t + ': $ topics are reserved to the coordinator');
     if (!mayPublish(t)) throw codedError('COORD_ERR_TASK_DENIED', 'this task may not publish to ' + t + ' (permissions.publish)');
     const p = payloadOf(payload === undefined ? '' : payload);
     const size = p.text !== undefined ? (p.text.length * 3 > maxPayloadBytes ? utf8Length(p.text) : p.text.length) : (p.base64.length * 3) / 4;
@@ -332,16 +351,16 @@ const makeCtx = (function makeCtx(invocationId, background) {
     publish,
     shadow: ObjectFreeze({
       get: (thing, name) => c('shadow.get', { thing: StringCtor(thing), name: name === undefined ? undefined : StringCtor(name) }),
-      update: (thing, request, name) => c('shadow.update', { thing: StringCtor(thing), name: name === undefined ? undefined : StringCtor(name), requestJson: toJson(request, 'shadow update') }),
+      update: (thing, request, name) => c('shadow.update', { thing: StringCtor(thing), name: name === undefined ? undefined : StringCtor(name), requestJson: jsonWithin(request, 'shadow update', maxShadowRequestBytes, 'shadows.maxStateBytes + 1 KiB of envelope') }),
       delete: (thing, name) => c('shadow.delete', { thing: StringCtor(thing), name: name === undefined ? undefined : StringCtor(name) }),
     }),
     devices: ObjectFreeze({
       // params travel as JSON (toJson refuses what is not): nothing but data leaves the sandbox.
-      invoke: (thing, action, params) => c('devices.invoke', { thing: StringCtor(thing), action: StringCtor(action), params: params === undefined ? {} : jsonParse(toJson(params, 'device action params')) }),
+      invoke: (thing, action, params) => c('devices.invoke', { thing: StringCtor(thing), action: StringCtor(action), params: params === undefined ? {} : jsonParse(jsonWithin(params, 'device action params', maxPayloadBytes, 'broker.maxPayloadBytes')) }),
     }),
     state: ObjectFreeze({
       get: (key) => c('state.get', { key: checkKey(key) }),
-      set: (key, value) => c('state.set', { key: checkKey(key), valueJson: toJson(value, 'state value') }),
+      set: (key, value) => c('state.set', { key: checkKey(key), valueJson: jsonWithin(value, 'state value', maxStateValueBytes, 'tasks.maxStateValueBytes') }),
       delete: (key) => c('state.delete', { key: checkKey(key) }),
       keys: () => c('state.keys', {}),
     }),
@@ -361,7 +380,7 @@ const invoke = (async function invoke(name, invocationId, event) {
   currentInvocation = invocationId;
   logLines = 0;
   const result = await ReflectApply(fn, task.default, event === undefined ? [makeCtx(invocationId, true)] : [event, makeCtx(invocationId, false)]);
-  return toJson(result, 'result');
+  return jsonWithin(result, 'result', maxResultBytes, 'tasks.maxResultBytes');
 });
 
 const boot = (function boot(sendCb, logCb, timerCb, publishCb, configJson, limitsJson, sendSync, logSync, timerSync, publishSync, doneSync) {
@@ -371,6 +390,7 @@ const boot = (function boot(sendCb, logCb, timerCb, publishCb, configJson, limit
   config = configJson;
   const limits = jsonParse(limitsJson);
   maxTimers = limits.maxTimers; maxPublishes = limits.maxPublishes; publishFilters = limits.publishFilters; maxPayloadBytes = limits.maxPayloadBytes; maxLogLines = limits.maxLogLines; maxCallsInFlight = limits.maxCallsInFlight;
+  maxResultBytes = limits.maxResultBytes; maxStateValueBytes = limits.maxStateValueBytes; maxShadowRequestBytes = limits.maxShadowRequestBytes; maxCallChars = limits.maxCallChars;
   return entry;
 });
 /** The answer to host call id, as {ok, value} or {ok: false, error} JSON. */

@@ -51,8 +51,14 @@ const QUICK_MODULE_MS = 20;
 const EXPORT_LOOKUP_TIMEOUT_MS = 50;
 /** Host calls one isolate may have waiting for an answer. */
 const MAX_CALLS_IN_FLIGHT = 256;
-/** Largest host call (JSON of its arguments, characters): state values and shadow documents fit. */
-const MAX_CALL_ARGS_CHARS = 2 * 1024 * 1024;
+/**
+ * Largest host call of a task (JSON of its arguments, characters): its largest state value, shadow
+ * update or device action, each escaped once more inside the arguments (at most twice the characters),
+ * plus room for the names beside it.
+ */
+export function maxCallChars(task: TaskLoad): number {
+  return 2 * Math.max(task.maxStateValueBytes, task.maxShadowRequestBytes, task.maxPayloadBytes) + 8192;
+}
 
 /** How a call into the isolate ends: an error, or the result as JSON. */
 export type Done = (err: RuntimeError | undefined, json: string | undefined) => void;
@@ -286,6 +292,10 @@ export class IsolateRuntime {
       maxPayloadBytes: this.#task.maxPayloadBytes,
       maxLogLines: this.#task.maxLogLines,
       maxCallsInFlight: MAX_CALLS_IN_FLIGHT,
+      maxResultBytes: this.#task.maxResultBytes,
+      maxStateValueBytes: this.#task.maxStateValueBytes,
+      maxShadowRequestBytes: this.#task.maxShadowRequestBytes,
+      maxCallChars: maxCallChars(this.#task),
     };
     const entry = boot.applySync(
       undefined,
@@ -356,7 +366,8 @@ export class IsolateRuntime {
     // Answered on a later tick: this runs inside the isolate's call when it is on the host's thread.
     const refuse = (message: string): void => queueMicrotask(() => this.#deliver(id, JSON.stringify({ ok: false, error: { code: 'COORD_ERR_TASK_LIMIT', message } })));
     if (this.callsInFlight >= MAX_CALLS_IN_FLIGHT) return refuse(`more than ${MAX_CALLS_IN_FLIGHT} host calls in flight`);
-    if (argsJson.length > MAX_CALL_ARGS_CHARS) return refuse(`host call arguments of ${argsJson.length} characters; the limit is ${MAX_CALL_ARGS_CHARS}`);
+    const limit = maxCallChars(this.#task);
+    if (argsJson.length > limit) return refuse(`host call arguments of ${argsJson.length} characters; the limit is ${limit}`);
     this.callsInFlight++;
     this.#host.call(invocationId, method, argsJson).then(
       (answer) => {

@@ -33,6 +33,10 @@ export interface TaskLoad {
   readonly configJson: string;
   /** Largest result of one invocation, in bytes of JSON. */
   readonly maxResultBytes: number;
+  /** Largest ctx.state value, bytes of JSON (tasks.maxStateValueBytes). */
+  readonly maxStateValueBytes: number;
+  /** Largest ctx.shadow.update request, bytes of JSON (the shadow state limit plus its envelope). */
+  readonly maxShadowRequestBytes: number;
   /** Most pending timers (setTimeout/setInterval) in one isolate. */
   readonly maxTimers: number;
   /** Most publishes of one invocation (the core enforces it; the sandbox refuses early too). */

@@ -21,6 +21,8 @@ const MAX_CLIENT_TOKEN_BYTES = 64;
 // A request is parsed only if it could plausibly hold a valid state: metadata-free state plus room for
 // clientToken and version. Anything bigger is refused before JSON.parse spends memory on it.
 const ENVELOPE_BYTES = 1024;
+/** Room a request may take beyond its state (clientToken, version, keys): tasks' requests are sized with it. */
+export const SHADOW_ENVELOPE_BYTES = ENVELOPE_BYTES;
 
 /** Checks a thing name (1–128 bytes) and an optional shadow name (1–64 bytes), AWS's character set. */
 export function checkNames(thingName: string, shadowName?: string): void {

@@ -5,6 +5,7 @@
  */
 import { CoordinatorError } from '../errors.js';
 import type { Logger } from '../log/logger.js';
+import { isReserved } from '../router/reserved.js';
 import { anyMatches, validateTopic } from '../router/topic.js';
 import { isJsonObject, ShadowRequestError } from '../shadow/document.js';
 import { parseUpdateRequest, type ShadowLimits } from '../shadow/request.js';
@@ -150,6 +151,9 @@ export class HostApi {
     const { spec } = caller;
     const problem = validateTopic(topic);
     if (problem) throw bad(`topic ${JSON.stringify(topic)} ${problem}`);
+    // Reserved topics ($aws shadow and presence messages, $SYS) are the coordinator's alone, whatever the
+    // permissions say: devices trust them because no one else writes them.
+    if (isReserved(topic)) throw new CoordinatorError('COORD_ERR_TASK_DENIED', `task ${spec.name} may not publish to ${topic}: $ topics are reserved to the coordinator`);
     // [MQTT-4.7.2-1] holds here too: '#' in a permission never grants '$' topics.
     if (!anyMatches(spec.permissions.publish, topic)) {
       throw new CoordinatorError('COORD_ERR_TASK_DENIED', `task ${spec.name} may not publish to ${topic} (permissions.publish)`);

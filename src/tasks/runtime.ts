@@ -16,12 +16,13 @@ import type { CoordinatorConfig } from '../config/schema.js';
 import { CoordinatorError, isCoordinatorError } from '../errors.js';
 import type { Logger } from '../log/logger.js';
 import { parseTarget, RouteTable, type MessageSource, type Route } from '../router/router.js';
+import { reservedInTask, reservedMessage, routeReachesTask } from '../router/reserved.js';
 import { anyMatches } from '../router/topic.js';
 import { TaskHost } from '../sandbox/task-host.js';
 import type { LogLevel, TaskLoad } from '../sandbox/protocol.js';
 import { Scheduler, type Invocation, type InvocationCaller, type TaskStats } from '../scheduler/scheduler.js';
 import type { DeviceActions } from '../devices/actions.js';
-import type { ShadowLimits } from '../shadow/request.js';
+import { SHADOW_ENVELOPE_BYTES, type ShadowLimits } from '../shadow/request.js';
 import type { ShadowId, ShadowService } from '../shadow/service.js';
 import type { Store } from '../store/database.js';
 import type { MessageEvent, TaskEvent } from './api.js';
@@ -131,7 +132,7 @@ export class TaskRuntime extends EventEmitter<TaskRuntimeEvents> {
       log: deps.log,
       shadows: deps.shadows,
       shadowLimits: deps.shadowLimits,
-      state: new TaskStateStore(deps.store, { maxBytesPerTask: t.stateMaxBytes, maxKeyBytes: 256 }),
+      state: new TaskStateStore(deps.store, { maxBytesPerTask: t.stateMaxBytes, maxValueBytes: t.maxStateValueBytes, maxKeyBytes: 256 }),
       coordinatorThing: deps.config.thingName,
       limits: { maxPayloadBytes: deps.config.broker.maxPayloadBytes, maxPublishesPerInvocation: t.maxPublishesPerInvocation, maxPublishesPerSecond: t.maxPublishesPerSecond },
       publish: (task, topic, payload, qos) => this.#routeOnly({ kind: 'task', id: task }, topic, payload, qos),
@@ -191,8 +192,15 @@ export class TaskRuntime extends EventEmitter<TaskRuntimeEvents> {
       if (names.has(b.spec.name)) throw new CoordinatorError('COORD_ERR_TASK_MANIFEST', `two tasks are named ${b.spec.name}`);
       names.add(b.spec.name);
     }
+    for (const b of bundles) {
+      const [reserved] = reservedInTask(b.spec);
+      if (reserved) throw new CoordinatorError('COORD_ERR_DEPLOY_RESERVED_TOPIC', `task ${b.spec.name}: ${reserved.path}: ${reservedMessage(reserved.filter)}`);
+    }
     const routes = bundles.flatMap((b) => routesOf(b.spec));
-    for (const r of options.routes ?? []) routes.push({ source: r.source, filter: r.filter, ...parseTarget(r.target) });
+    for (const r of options.routes ?? []) {
+      if (routeReachesTask(r)) throw new CoordinatorError('COORD_ERR_DEPLOY_RESERVED_TOPIC', `route ${r.source} -> ${r.target}: ${reservedMessage(r.filter)}`);
+      routes.push({ source: r.source, filter: r.filter, ...parseTarget(r.target) });
+    }
     for (const r of routes) {
       if (r.task !== undefined && !names.has(r.task)) throw new CoordinatorError('COORD_ERR_ROUTE_INVALID', `a route targets task ${r.task}, which is not installed`);
       const src = /^task:(.+)$/.exec(r.source)?.[1];
@@ -251,6 +259,8 @@ export class TaskRuntime extends EventEmitter<TaskRuntimeEvents> {
         idleMs: t.idleMs,
         configJson: JSON.stringify(b.spec.config),
         maxResultBytes: t.maxResultBytes,
+        maxStateValueBytes: t.maxStateValueBytes,
+        maxShadowRequestBytes: this.#deps.shadowLimits.maxStateBytes + SHADOW_ENVELOPE_BYTES,
         maxTimers: t.maxTimers,
         maxLogLines: t.maxLogLines,
         maxPublishesPerInvocation: t.maxPublishesPerInvocation,

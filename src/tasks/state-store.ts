@@ -13,6 +13,8 @@ export interface StateLimits {
   readonly maxBytesPerTask: number;
   /** Longest key, bytes. */
   readonly maxKeyBytes: number;
+  /** Largest single value (its JSON), bytes (tasks.maxStateValueBytes; the sandbox refuses it first). */
+  readonly maxValueBytes?: number;
 }
 
 /** Every task's persistent state. */
@@ -64,9 +66,14 @@ export class TaskStateStore {
     if (keyBytes > this.#limits.maxKeyBytes) {
       return Promise.reject(new CoordinatorError('COORD_ERR_TASK_LIMIT', `state key of ${keyBytes} bytes; the limit is ${this.#limits.maxKeyBytes}`));
     }
+    const valueBytes = Buffer.byteLength(valueJson);
+    const maxValue = this.#limits.maxValueBytes;
+    if (maxValue !== undefined && valueBytes > maxValue) {
+      return Promise.reject(new CoordinatorError('COORD_ERR_TASK_LIMIT', `state value of ${valueBytes} bytes exceeds tasks.maxStateValueBytes (${maxValue} bytes)`));
+    }
     const entry = this.#of(task);
     const old = entry.values.get(key);
-    const bytes = entry.bytes - (old === undefined ? 0 : keyBytes + Buffer.byteLength(old)) + keyBytes + Buffer.byteLength(valueJson);
+    const bytes = entry.bytes - (old === undefined ? 0 : keyBytes + Buffer.byteLength(old)) + keyBytes + valueBytes;
     if (bytes > this.#limits.maxBytesPerTask) {
       return Promise.reject(
         new CoordinatorError('COORD_ERR_TASK_LIMIT', `task ${task} would keep ${bytes} bytes of state; the limit is ${this.#limits.maxBytesPerTask} (tasks.stateMaxBytes)`),

@@ -122,6 +122,38 @@ const CASES: Case[] = [
     code_: 'COORD_ERR_TASK_LIMIT',
     manifest: { limits: { memoryMb: 128 }, permissions: { publish: ['flood/#'] }, routes: [{ source: 'task:hostile', filter: 'flood/#', target: 'broker' }] },
   },
+  // Issue 14: every value crossing the boundary is size-checked inside the sandbox, before it is copied.
+  { name: 'saves a 10 MB state value in a 32 MB isolate', code: `export default { async onEvent(e, ctx) { await ctx.state.set('big', 'x'.repeat(10 * 1024 * 1024)); } }`, code_: 'COORD_ERR_TASK_LIMIT', manifest: { limits: { memoryMb: 32 } } },
+  { name: 'saves a 10 MB state object in a 32 MB isolate', code: `export default { async onEvent(e, ctx) { await ctx.state.set('big', { list: Array.from({ length: 200000 }, (_, i) => 'item-' + i) }); } }`, code_: 'COORD_ERR_TASK_LIMIT', manifest: { limits: { memoryMb: 32 } } },
+  {
+    name: 'sends a 10 MB shadow update in a 32 MB isolate',
+    code: `export default { async onEvent(e, ctx) { await ctx.shadow.update('thermostat-1', { state: { reported: { blob: 'x'.repeat(10 * 1024 * 1024) } } }); } }`,
+    code_: 'COORD_ERR_TASK_LIMIT',
+    manifest: { limits: { memoryMb: 32 }, permissions: { shadows: ['thermostat-1'] } },
+  },
+  {
+    name: 'publishes a 10 MB payload in a 32 MB isolate',
+    code: `export default { async onEvent(e, ctx) { await ctx.publish('flood/big', 'x'.repeat(10 * 1024 * 1024)); } }`,
+    code_: 'COORD_ERR_TASK_LIMIT',
+    manifest: { limits: { memoryMb: 32 }, permissions: { publish: ['flood/#'] }, routes: [{ source: 'task:hostile', filter: 'flood/#', target: 'broker' }] },
+  },
+  { name: 'returns a 10 MB result from a 32 MB isolate', code: `export default { onEvent() { return 'x'.repeat(10 * 1024 * 1024); } }`, code_: 'COORD_ERR_TASK_LIMIT', manifest: { limits: { memoryMb: 32 } } },
+  {
+    name: 'logs a 10 MB line (truncated in the sandbox, the invocation succeeds)',
+    code: `export default { onEvent(e, ctx) { ctx.log.info('x'.repeat(10 * 1024 * 1024)); console.log({ big: 'y'.repeat(1024 * 1024) }); return 'logged'; } }`,
+    manifest: { limits: { memoryMb: 32 } },
+    result: (r) => expect(r).toBe('logged'),
+  },
+  { name: 'uses a 10 MB thing name', code: `export default { async onEvent(e, ctx) { await ctx.shadow.get('t'.repeat(10 * 1024 * 1024)); } }`, code_: 'COORD_ERR_TASK_LIMIT', manifest: { limits: { memoryMb: 64 } } },
+  { name: 'asks for $aws/# in permissions.publish', code: `export default { onEvent() {} }`, loadCode: 'COORD_ERR_DEPLOY_RESERVED_TOPIC', manifest: { permissions: { publish: ['$aws/#'] } } },
+  { name: 'asks for $SYS/# in permissions.subscribe', code: `export default { onEvent() {} }`, loadCode: 'COORD_ERR_DEPLOY_RESERVED_TOPIC', manifest: { permissions: { subscribe: ['$SYS/#'] } } },
+  { name: 'is triggered by a $aws topic', code: `export default { onEvent() {} }`, loadCode: 'COORD_ERR_DEPLOY_RESERVED_TOPIC', manifest: { triggers: [{ topic: '$aws/things/+/shadow/update' }] } },
+  {
+    name: 'publishes a forged shadow delta under a "+" grant',
+    code: `export default { async onEvent(e, ctx) { await ctx.publish('$aws/things/lamp/shadow/update/delta', '{"state":{"on":true}}'); } }`,
+    code_: 'COORD_ERR_TASK_DENIED',
+    manifest: { permissions: { publish: ['+/things/+/shadow/#'] } },
+  },
   { name: 'floods host calls without waiting', code: `export default { async onEvent(e, ctx) { await Promise.all(Array.from({ length: 5000 }, () => ctx.state.get('k'))); } }`, code_: 'COORD_ERR_TASK_LIMIT', manifest: { limits: { memoryMb: 64 } } },
 ];
 

@@ -37,7 +37,7 @@ async function drain<T>(stream: AsyncIterable<T>): Promise<T[]> {
 
 describe('DurablePersistence', () => {
   it("passes aedes-persistence's conformance suite (abstract.js)", () => {
-    const run = spawnSync(process.execPath, ['--test', 'test/conformance/aedes-persistence.mjs'], { encoding: 'utf8', timeout: 60_000 });
+    const run = spawnSync(process.execPath, ['--test', '--test-reporter=tap', 'test/conformance/aedes-persistence.mjs'], { encoding: 'utf8', timeout: 60_000 });
     expect(run.stdout).toMatch(/# pass \d+/);
     expect(run.stdout).toContain('# fail 0');
     expect(run.status).toBe(0);
