@@ -21,6 +21,7 @@
 import ivm from 'isolated-vm';
 import { ERRORS } from '../errors.js';
 import { BOOTSTRAP_SOURCE, OP } from './bootstrap.js';
+import { HostMarks, MARKS_ENV } from './crash-marks.js';
 import type { LogLevel, TaskLoad, WireError } from './protocol.js';
 
 /** The host side of a task's calls: the core answers them (after checking permissions). */
@@ -32,6 +33,12 @@ export interface RuntimeHost {
   /** A timer callback of a pinned task failed or the isolate died outside an invocation. */
   failed(error: WireError): void;
 }
+
+/**
+ * Marks which task's code runs while it runs (crash-marks.ts), so that a host killed by a V8 fatal error
+ * is charged to the task that did it. Every entry into a task's isolate goes through mark()/unmark().
+ */
+const marks = new HostMarks(process.env[MARKS_ENV]);
 
 /** Time allowed for the bootstrap and the task module's top-level code. */
 const LOAD_TIMEOUT_MS = 2000;
@@ -166,6 +173,8 @@ export class IsolateRuntime {
   readonly #task: TaskLoad;
   readonly #host: RuntimeHost;
   readonly #isolate: ivm.Isolate;
+  /** This task version's byte in the crash marks file. */
+  readonly #slot: number;
   #context: ivm.Context | undefined;
   /** The sandbox's entry point (bootstrap.ts): every call into the isolate is entry(OP.x, ...). */
   #entry: ivm.Reference | undefined;
@@ -199,11 +208,14 @@ export class IsolateRuntime {
   private constructor(task: TaskLoad, host: RuntimeHost) {
     this.#task = task;
     this.#host = host;
+    this.#slot = task.slot ?? 0;
     this.#isolate = new ivm.Isolate({
       memoryLimit: task.memoryMb,
       onCatastrophicError: (message) => {
         // isolated-vm: V8 lost control of this isolate; nothing in this process can be trusted.
         process.stderr.write(`task host: catastrophic isolate error in ${task.name}: ${message}\n`);
+        // Whatever thread this comes from, the crash is this task's (crash-marks.ts).
+        marks.enter(this.#slot);
         process.abort();
       },
     });
@@ -235,6 +247,15 @@ export class IsolateRuntime {
   }
 
   async #load(quickModule: boolean): Promise<void> {
+    marks.enter(this.#slot);
+    try {
+      await this.#loadMarked(quickModule);
+    } finally {
+      marks.leave(this.#slot);
+    }
+  }
+
+  async #loadMarked(quickModule: boolean): Promise<void> {
     // Everything up to the task's own code is ours and bounded: done with isolated-vm's synchronous
     // calls (each async call is a hop to its thread pool and back, most of a cold start). The task's
     // top-level code and the look-up of its export run asynchronously, with the load time limit, so a
@@ -400,9 +421,14 @@ export class IsolateRuntime {
       return;
     }
     const watchdog = setTimeout(() => this.#kill({ code: 'COORD_ERR_TASK_TIMEOUT', message: `code of task ${this.#task.name} awaiting a host call ran longer than ${limit} ms` }), limit);
+    marks.enter(this.#slot);
     this.#entry.apply(undefined, [OP.deliver, id, answerJson], { timeout: limit }).then(
-      () => clearTimeout(watchdog),
+      () => {
+        marks.leave(this.#slot);
+        clearTimeout(watchdog);
+      },
       (err: unknown) => {
+        marks.leave(this.#slot);
         clearTimeout(watchdog);
         const e = this.#classify(err);
         // Inside an invocation its own call rejects too (the isolate is gone); outside one, say so.
@@ -438,9 +464,11 @@ export class IsolateRuntime {
    */
   #sync(args: unknown[], limit: number, invocations = 1): void {
     const started = this.#isolate.cpuTime;
+    marks.enter(this.#slot);
     try {
       this.#entry!.applySync(undefined, args, { timeout: limit });
     } finally {
+      marks.leave(this.#slot);
       const ns = this.#isolate.isDisposed ? Infinity : Number(this.#isolate.cpuTime - started);
       // 0: the caller reports it, once it knows how many invocations the call ran (runMany).
       if (invocations > 0) this.onHostThreadCall?.(ns, invocations);
@@ -661,6 +689,7 @@ export class IsolateRuntime {
       }, limit);
     });
     this.active++;
+    marks.enter(this.#slot);
     try {
       const call = this.#entry.apply(undefined, [OP[fn], ...args], { timeout: limit, result: { promise: true, copy: true } }) as Promise<string>;
       const json = await Promise.race([call, expired]);
@@ -672,6 +701,7 @@ export class IsolateRuntime {
     } catch (err) {
       throw this.#classify(err);
     } finally {
+      marks.leave(this.#slot);
       clearTimeout(timer);
       this.active--;
       this.idleSince = Date.now();
@@ -724,13 +754,16 @@ export class IsolateRuntime {
       }
       const limit = this.#task.timeoutMs;
       const watchdog = setTimeout(() => this.#kill({ code: 'COORD_ERR_TASK_TIMEOUT', message: `a timer callback of task ${this.#task.name} ran longer than ${limit} ms` }), limit);
+      marks.enter(this.#slot);
       (this.#entry.apply(undefined, [OP.fire, id], { timeout: limit, result: { promise: true, copy: true } }) as Promise<boolean>).then(
         (again) => {
+          marks.leave(this.#slot);
           clearTimeout(watchdog);
           if (repeat && again && this.alive) this.#timers.set(id, setTimeout(tick, ms));
           else this.#timers.delete(id);
         },
         (err: unknown) => {
+          marks.leave(this.#slot);
           clearTimeout(watchdog);
           this.#timers.delete(id);
           const e = this.#classify(err);

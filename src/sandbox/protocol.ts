@@ -47,6 +47,8 @@ export interface TaskLoad {
   readonly maxPayloadBytes: number;
   /** Most log lines one invocation may write; later ones are counted and dropped. */
   readonly maxLogLines: number;
+  /** Its byte in the host's crash marks file (crash-marks.ts); the TaskHost assigns it. */
+  readonly slot?: number;
 }
 
 /** Core → host (besides packed invocations, wire.ts packInvoke). */

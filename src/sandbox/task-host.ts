@@ -13,6 +13,7 @@ import { CoordinatorError, ERRORS, type ErrorCode } from '../errors.js';
 import type { Logger } from '../log/logger.js';
 import { Batcher, type Frame } from './batch.js';
 import type { CoreToHost, HostTaskStats, HostToCore, LogLevel, TaskLoad, WireError } from './protocol.js';
+import { CrashMarks, MARKS_ENV } from './crash-marks.js';
 import { packInvoke, WireReader } from './wire.js';
 
 /**
@@ -46,6 +47,21 @@ export interface TaskHostOptions {
   readonly maxRestartDelayMs?: number;
   /** Time allowed to load one task (compile, warm isolates, onStart). */
   readonly loadTimeoutMs?: number;
+  /**
+   * Re-runs an invocation of a task that did not cause the host's crash (it was only in the host when
+   * another task's code killed it). Without it the invocation waits for this host to come back.
+   */
+  readonly retry?: (key: string, id: string, eventJson: string, done: InvocationDone) => void;
+  /** For the log: which host this is ("shared", "isolation"). */
+  readonly name?: string;
+}
+
+/** What a crash of the host process left behind (the 'crash' event). */
+export interface HostCrash {
+  /** Keys whose code was running in the host when it died (crash-marks.ts): the crash is theirs. */
+  readonly culprits: readonly string[];
+  readonly code: number | null;
+  readonly signal: NodeJS.Signals | null;
 }
 
 /** Turns a wire error into a CoordinatorError with a registered code. */
@@ -68,13 +84,15 @@ interface Waiter<T> {
 export type InvocationDone = (err: CoordinatorError | undefined, json?: string) => void;
 
 /** The supervised task host process. */
-export class TaskHost extends EventEmitter<{ restarted: []; exit: [code: number | null, signal: NodeJS.Signals | null] }> {
+export class TaskHost extends EventEmitter<{ restarted: []; exit: [code: number | null, signal: NodeJS.Signals | null]; crash: [crash: HostCrash] }> {
   readonly #opts: TaskHostOptions;
   #child: ChildProcess | undefined;
   #ready: Promise<void> | undefined;
   readonly #tasks = new Map<string, TaskLoad>();
   readonly #loads = new Map<string, Waiter<void>[]>();
-  readonly #invocations = new Map<string, { readonly done: InvocationDone; readonly key: string }>();
+  readonly #invocations = new Map<string, { readonly done: InvocationDone; readonly key: string; readonly eventJson: string; readonly retried: boolean }>();
+  /** Which task's code was running when the process died (crash-marks.ts); made with the first spawn. */
+  #marks: CrashMarks | undefined;
   readonly #unloads = new Map<string, () => void>();
   /** Keys of the tasks the host last reported quick. */
   readonly #quick = new Set<string>();
@@ -103,8 +121,12 @@ export class TaskHost extends EventEmitter<{ restarted: []; exit: [code: number 
   }
 
   #spawn(): Promise<void> {
+    this.#marks ??= new CrashMarks();
+    this.#marks.clear();
+    const marksPath = this.#marks.path;
     return new Promise<void>((resolve, reject) => {
       const child = fork(hostMain(), [], {
+        env: { ...process.env, [MARKS_ENV]: marksPath },
         // COORD_TASK_HOST_NODE_ARGS adds node flags to the host (e.g. "--cpu-prof --cpu-prof-dir=/tmp/p" to profile it).
         execArgv: ['--no-node-snapshot', ...(process.env.COORD_TASK_HOST_NODE_ARGS ?? '').split(' ').filter(Boolean)],
         stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
@@ -248,23 +270,40 @@ export class TaskHost extends EventEmitter<{ restarted: []; exit: [code: number 
     if (this.#child !== child) return;
     this.#child = undefined;
     this.emit('exit', code, signal);
-    const crashed = new CoordinatorError('COORD_ERR_TASK_HOST_CRASHED', `the task host process exited (${signal ?? `code ${code}`}) while the invocation was in it`);
-    const failed = [...this.#invocations.values()];
+    const how = signal ?? `code ${code}`;
+    // Read before anything else runs: whose code was in an isolate when the process died. Listeners of
+    // 'crash' may move those tasks elsewhere (forget) before this host is started again.
+    const culprits = this.#closing ? [] : (this.#marks?.marked() ?? []);
+    if (!this.#closing) this.emit('crash', { culprits, code, signal });
+    const failed = [...this.#invocations.entries()];
     this.#invocations.clear();
-    for (const w of failed) w.done(crashed);
+    for (const [id, w] of failed) {
+      if (this.#closing || culprits.includes(w.key)) {
+        w.done(new CoordinatorError('COORD_ERR_TASK_HOST_CRASHED', `the task host process exited (${how}) while this task's code was running in it`));
+      } else if (!w.retried) {
+        // A bystander: another task's code killed the host. Run it again, once, on a host that lives.
+        if (this.#opts.retry) this.#opts.retry(w.key, id, w.eventJson, w.done);
+        else this.#runLater(w.key, id, w.eventJson, w.done, true);
+      } else {
+        w.done(new CoordinatorError('COORD_ERR_TASK_HOST_CRASHED', `the task host process exited (${how}) twice while the invocation was in it, each time because of another task; it is not counted against this task`, { details: { bystander: true } }));
+      }
+    }
     // A new host learns again which tasks are quick.
     for (const key of this.#quick) this.#opts.onPipeline?.(key, 1);
     this.#quick.clear();
     for (const done of this.#unloads.values()) done();
     this.#unloads.clear();
-    for (const w of this.#statsWaiters.splice(0)) w.reject(crashed);
+    for (const w of this.#statsWaiters.splice(0)) w.reject(new CoordinatorError('COORD_ERR_TASK_HOST_CRASHED', `the task host process exited (${how})`));
     if (this.#closing) return;
     // A host that came up and stayed up 30 s earns a fresh backoff; one dying before it is ready does not.
     if (this.#upSince > 0 && Date.now() - this.#upSince > 30_000) this.#restartDelay = this.#opts.restartDelayMs ?? 100;
     this.#upSince = 0;
-    const delay = this.#restartDelay;
-    this.#restartDelay = Math.min(delay * 2, this.#opts.maxRestartDelayMs ?? 5000);
-    this.#opts.log.error({ code: 'COORD_ERR_TASK_HOST_CRASHED', exitCode: code, signal, restartInMs: delay }, 'task host exited; restarting it');
+    // A crash charged to a task that is not reloaded here (moved or quarantined) cannot repeat: the
+    // tasks left did nothing wrong and are back at once. Otherwise the backoff guards against a loop.
+    const attributed = culprits.length > 0 && culprits.every((k) => !this.#tasks.has(k));
+    const delay = attributed ? 0 : this.#restartDelay;
+    if (!attributed) this.#restartDelay = Math.min(delay * 2, this.#opts.maxRestartDelayMs ?? 5000);
+    this.#opts.log.error({ code: 'COORD_ERR_TASK_HOST_CRASHED', host: this.#opts.name ?? 'shared', exitCode: code, signal, culprits, restartInMs: delay }, 'task host exited; restarting it');
     setTimeout(() => void this.#restart(), delay).unref();
   }
 
@@ -285,6 +324,7 @@ export class TaskHost extends EventEmitter<{ restarted: []; exit: [code: number 
   /** Loads a task version (warm isolates, onStart); rejects with COORD_ERR_TASK_LOAD or another task code. */
   async load(task: TaskLoad): Promise<void> {
     await this.start();
+    task = { ...task, slot: this.#marks!.slot(task.key) };
     this.#tasks.set(task.key, task);
     // Loading includes a pinned task's onStart, which may take up to the task's own time limit.
     const limit = Math.max(this.#opts.loadTimeoutMs ?? 10_000, task.lifecycle === 'pinned' ? task.timeoutMs + 5000 : 0);
@@ -305,11 +345,32 @@ export class TaskHost extends EventEmitter<{ restarted: []; exit: [code: number 
   unload(key: string): Promise<void> {
     this.#quick.delete(key);
     if (!this.#tasks.delete(key)) return Promise.resolve();
+    this.#marks?.release(key);
     if (!this.#child?.connected) return Promise.resolve();
     return new Promise<void>((resolve) => {
       this.#unloads.set(key, resolve);
       this.#send({ t: 'unload', key });
     });
+  }
+
+  /**
+   * Drops a task this host is not to load again (its crash moved it to another host, or quarantined it),
+   * without asking the host process: call it while the process is down (from a 'crash' listener).
+   */
+  forget(key: string): void {
+    this.#quick.delete(key);
+    this.#tasks.delete(key);
+    this.#marks?.release(key);
+  }
+
+  /** Keys of the task versions this host loads. */
+  get keys(): readonly string[] {
+    return [...this.#tasks.keys()];
+  }
+
+  /** The load message of a task version this host loads. */
+  task(key: string): TaskLoad | undefined {
+    return this.#tasks.get(key);
   }
 
   /** Runs onEvent in the task's isolate; resolves with the result as JSON. */
@@ -318,12 +379,12 @@ export class TaskHost extends EventEmitter<{ restarted: []; exit: [code: number 
   }
 
   /** As invoke(), telling `done` (never before this returns): no promise per invocation. */
-  run(key: string, id: string, eventJson: string, done: InvocationDone): void {
+  run(key: string, id: string, eventJson: string, done: InvocationDone, retried = false): void {
     if (!this.#child?.connected) {
-      this.#runLater(key, id, eventJson, done);
+      this.#runLater(key, id, eventJson, done, retried);
       return;
     }
-    this.#invocations.set(id, { done, key });
+    this.#invocations.set(id, { done, key, eventJson, retried });
     this.#outbox.pack(packInvoke(id, key, eventJson));
   }
 
@@ -331,9 +392,9 @@ export class TaskHost extends EventEmitter<{ restarted: []; exit: [code: number 
    * While the host restarts, waits for it (the scheduler's watchdog bounds the wait) rather than failing
    * tasks that had nothing to do with the crash.
    */
-  #runLater(key: string, id: string, eventJson: string, done: InvocationDone): void {
+  #runLater(key: string, id: string, eventJson: string, done: InvocationDone, retried: boolean): void {
     const retry = (): void => {
-      if (this.#child?.connected) this.run(key, id, eventJson, done);
+      if (this.#child?.connected) this.run(key, id, eventJson, done, retried);
       else if (this.#closing) done(new CoordinatorError('COORD_ERR_TASK_CANCELLED', 'the coordinator is stopping'));
       else setTimeout(retry, 20);
     };
@@ -363,7 +424,10 @@ export class TaskHost extends EventEmitter<{ restarted: []; exit: [code: number 
     if (this.#closing) return;
     this.#closing = true;
     const child = this.#child;
-    if (!child || child.exitCode !== null || child.signalCode !== null) return;
+    if (!child || child.exitCode !== null || child.signalCode !== null) {
+      this.#marks?.dispose();
+      return;
+    }
     // Listened for first: the host may die while its tasks stop.
     const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
     await Promise.race([
@@ -375,5 +439,6 @@ export class TaskHost extends EventEmitter<{ restarted: []; exit: [code: number 
     const kill = setTimeout(() => child.kill('SIGKILL'), 2000);
     await exited;
     clearTimeout(kill);
+    this.#marks?.dispose();
   }
 }

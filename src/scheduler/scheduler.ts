@@ -123,6 +123,12 @@ interface TaskEntry {
   slotted: number;
   /** In flight at most concurrency × depth (1: no pipelining). */
   depth: number;
+  /**
+   * Costly failures in a row (timeouts, memory, host crashes): while above 0 the task is on probation —
+   * one slot at most, from the probation share, and nothing before `notBefore` (its back-off).
+   */
+  penalty: number;
+  notBefore: number;
   /** Counters; `queued` and `running` are filled in when read. */
   readonly stats: TaskStats;
 }
@@ -140,6 +146,12 @@ export class Scheduler {
   readonly #tasks = new Map<string, TaskEntry>();
   /** Global slots in use. */
   #running = 0;
+  /** Of those, held by tasks on probation; at most #probationSlots. */
+  #probationRunning = 0;
+  readonly #probationSlots: number;
+  /** Wakes dispatch when the earliest back-off of a task on probation ends. */
+  #wake: ReturnType<typeof setTimeout> | undefined;
+  #wakeAt = Infinity;
   /** Invocations handed to the executor and not settled (pipelined ones included). */
   #inFlight = 0;
   #seq = 0;
@@ -159,6 +171,10 @@ export class Scheduler {
       throw new RangeError(`scheduler: watchdogGraceMs must be a number >= 0, got ${grace}`);
     }
     this.#slots = options.slots;
+    // Tasks whose invocations keep timing out, running out of memory or crashing the host share a quarter
+    // of the slots (at least one, and never all of them when there are two or more): whatever they do,
+    // the rest stay free for the tasks that behave.
+    this.#probationSlots = options.slots === 1 ? 1 : Math.max(1, Math.floor(options.slots / 4));
     this.#execute = options.execute;
     this.#graceMs = grace;
     this.#onStateChange = options.onStateChange;
@@ -187,7 +203,7 @@ export class Scheduler {
     const installed: string[] = [];
     for (const [name, spec] of next) {
       if (this.#tasks.has(name)) continue;
-      this.#tasks.set(name, { spec, waiting: [], backoffs: new Set(), running: 0, slotted: 0, depth: 1, stats: initialStats() });
+      this.#tasks.set(name, { spec, waiting: [], backoffs: new Set(), running: 0, slotted: 0, depth: 1, penalty: 0, notBefore: 0, stats: initialStats() });
       installed.push(name);
     }
     for (const name of installed) this.#notify(name, 'INSTALLED');
@@ -234,6 +250,17 @@ export class Scheduler {
     this.#dispatch();
   }
 
+  /**
+   * Makes `task` BROKEN now with `cause` (a task quarantined for crashing its host): its queue fails,
+   * new submissions are refused until a redeploy. Unknown or already BROKEN tasks are left alone.
+   */
+  quarantine(task: string, cause: CoordinatorError): void {
+    const entry = this.#tasks.get(task);
+    if (entry === undefined || entry.stats.state === 'BROKEN') return;
+    entry.stats.lastError = { code: cause.code, message: cause.message, at: this.#now() };
+    this.#break(task, entry, cause);
+  }
+
   /** Counters and state of one task, or undefined. */
   stats(task: string): TaskStats | undefined {
     const entry = this.#tasks.get(task);
@@ -272,6 +299,7 @@ export class Scheduler {
     this.#closing = new Promise<void>((resolve) => {
       this.#idle = resolve;
     });
+    clearTimeout(this.#wake);
     for (const [name, entry] of this.#tasks) {
       this.#cancelWaiting(entry, () => cancelled(`The coordinator is stopping; the queued invocation of task "${name}" did not run.`));
     }
@@ -283,12 +311,19 @@ export class Scheduler {
     entry.waiting.push({ seq: ++this.#seq, invocation, baseId, caller });
   }
 
-  /** Starts waiting invocations while slots are free: best priority first, then oldest. */
+  /**
+   * Starts waiting invocations while slots are free: best priority first; within a priority the task
+   * holding the fewest slots (one task's backlog cannot take every slot while another waits), then the
+   * oldest. A task on probation (see TaskEntry.penalty) waits out its back-off and takes at most one slot,
+   * from the probation share.
+   */
   #dispatch(): void {
     // The executor is called synchronously and may submit again; the outer loop picks that up.
     if (this.#dispatching) return;
     this.#dispatching = true;
     try {
+      let now = -1;
+      let wakeAt = Infinity;
       for (;;) {
         const free = this.#running < this.#slots;
         let best: TaskEntry | undefined;
@@ -296,16 +331,22 @@ export class Scheduler {
         for (const entry of this.#tasks.values()) {
           const head = entry.waiting[0];
           if (head === undefined) continue;
+          let room = entry.running < entry.spec.concurrency * entry.depth;
+          let slot = free && room;
+          if (entry.penalty > 0) {
+            if (now < 0) now = this.#now();
+            if (entry.notBefore > now) {
+              wakeAt = Math.min(wakeAt, entry.notBefore);
+              continue;
+            }
+            room = entry.running === 0;
+            slot = slot && room && this.#probationRunning < this.#probationSlots;
+            if (!slot) continue;
+          }
           // A slot (competing in priority and FIFO order like any task), or, pipelining, a place behind
           // the invocations it already has in flight while it holds a slot.
-          const room = entry.running < entry.spec.concurrency * entry.depth;
-          const slot = free && room;
           if (!slot && !(room && entry.depth > 1 && entry.slotted > 0)) continue;
-          if (
-            best === undefined ||
-            entry.spec.priority > best.spec.priority ||
-            (entry.spec.priority === best.spec.priority && head.seq < best.waiting[0]!.seq)
-          ) {
+          if (best === undefined || better(entry, best)) {
             best = entry;
             bestSlot = slot;
           }
@@ -313,9 +354,23 @@ export class Scheduler {
         if (best === undefined) break;
         this.#start(best, best.waiting.shift()!, bestSlot);
       }
+      if (wakeAt !== Infinity) this.#wakeUpAt(wakeAt, now);
     } finally {
       this.#dispatching = false;
     }
+  }
+
+  /** Dispatches again when the earliest back-off ends (one timer, the earliest). */
+  #wakeUpAt(at: number, now: number): void {
+    if (at >= this.#wakeAt || this.#closing !== undefined) return;
+    clearTimeout(this.#wake);
+    this.#wakeAt = at;
+    this.#wake = setTimeout(() => {
+      this.#wake = undefined;
+      this.#wakeAt = Infinity;
+      this.#dispatch();
+    }, Math.max(0, at - now));
+    this.#wake.unref?.();
   }
 
   #start(entry: TaskEntry, job: Waiting, slot: boolean): void {
@@ -323,10 +378,12 @@ export class Scheduler {
     const rounds = Math.floor(entry.running / entry.spec.concurrency) + 1;
     entry.running++;
     this.#inFlight++;
+    const probation = slot && entry.penalty > 0;
     if (slot) {
       entry.slotted++;
       this.#running++;
     }
+    if (probation) this.#probationRunning++;
     let settled = false;
     const finish = (error: CoordinatorError | undefined, value: unknown): void => {
       // The watchdog and the executor race; whichever comes second is ignored.
@@ -339,6 +396,7 @@ export class Scheduler {
         entry.slotted--;
         this.#running--;
       }
+      if (probation) this.#probationRunning--;
       if (error === undefined) this.#succeeded(entry, job, value);
       else this.#failed(entry, job, error);
       this.#dispatch();
@@ -363,6 +421,7 @@ export class Scheduler {
     if (this.#tasks.get(job.invocation.task) === entry) {
       entry.stats.succeeded++;
       entry.stats.consecutiveFailures = 0;
+      entry.penalty = 0;
       // BROKEN sticks until a redeploy, even if an invocation already running when it broke succeeds.
       if (entry.stats.state !== 'BROKEN') this.#setState(job.invocation.task, entry, 'RUNNING');
     }
@@ -371,14 +430,20 @@ export class Scheduler {
 
   #failed(entry: TaskEntry, job: Waiting, error: CoordinatorError): void {
     const { task, attempt } = job.invocation;
-    // Cancellation is the runner stopping the task (redeploy, shutdown), not the task failing.
-    if (error.code === 'COORD_ERR_TASK_CANCELLED' || this.#tasks.get(task) !== entry) {
+    // Cancellation is the runner stopping the task (redeploy, shutdown), not the task failing; a host
+    // crash caused by another task's code is not this task's failure either.
+    if (error.code === 'COORD_ERR_TASK_CANCELLED' || isBystander(error) || this.#tasks.get(task) !== entry) {
       job.caller.reject(error);
       return;
     }
     const { stats, spec } = entry;
     stats.failed++;
     stats.consecutiveFailures++;
+    if (COSTLY.has(error.code)) {
+      // Its time, memory or host were what it used up: probation, and a back-off that doubles.
+      entry.penalty++;
+      entry.notBefore = this.#now() + Math.min(entry.spec.timeoutMs * 2 ** (entry.penalty - 1), MAX_PROBATION_BACKOFF_MS);
+    }
     stats.lastError = { code: error.code, message: error.message, at: this.#now() };
     if (stats.state === 'BROKEN') {
       job.caller.reject(error);
@@ -458,6 +523,23 @@ export class Scheduler {
       this.#idle = undefined;
     }
   }
+}
+
+/** Failures that held a slot for long or cost the gateway a process: they put a task on probation. */
+const COSTLY: ReadonlySet<string> = new Set(['COORD_ERR_TASK_TIMEOUT', 'COORD_ERR_TASK_MEMORY', 'COORD_ERR_TASK_HOST_CRASHED']);
+/** Longest back-off of a task on probation. */
+const MAX_PROBATION_BACKOFF_MS = 60_000;
+
+/** Whether `a` goes before `b`: higher priority, then fewer slots held, then the older head. */
+function better(a: TaskEntry, b: TaskEntry): boolean {
+  if (a.spec.priority !== b.spec.priority) return a.spec.priority > b.spec.priority;
+  if (a.slotted !== b.slotted) return a.slotted < b.slotted;
+  return a.waiting[0]!.seq < b.waiting[0]!.seq;
+}
+
+/** A failure the task did not cause: the task host died of another task's code (sandbox/task-hosts.ts). */
+function isBystander(error: CoordinatorError): boolean {
+  return error.code === 'COORD_ERR_TASK_HOST_CRASHED' && (error.details as { bystander?: unknown } | undefined)?.bystander === true;
 }
 
 /** Waiting invocations of a task: queued for a slot plus retries in backoff. */

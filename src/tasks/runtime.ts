@@ -18,7 +18,7 @@ import type { Logger } from '../log/logger.js';
 import { parseTarget, RouteTable, type MessageSource, type Route } from '../router/router.js';
 import { reservedInTask, reservedMessage, routeReachesTask } from '../router/reserved.js';
 import { anyMatches } from '../router/topic.js';
-import { TaskHost } from '../sandbox/task-host.js';
+import { TaskHosts } from '../sandbox/task-hosts.js';
 import type { LogLevel, TaskLoad } from '../sandbox/protocol.js';
 import { Scheduler, type Invocation, type InvocationCaller, type TaskStats } from '../scheduler/scheduler.js';
 import type { DeviceActions } from '../devices/actions.js';
@@ -97,7 +97,7 @@ export interface InstallOptions {
 /** The task runtime of one coordinator. */
 export class TaskRuntime extends EventEmitter<TaskRuntimeEvents> {
   readonly #deps: TaskRuntimeDeps;
-  readonly #host: TaskHost;
+  readonly #host: TaskHosts;
   readonly #scheduler: Scheduler;
   readonly #api: HostApi;
   readonly #logs: TaskLog;
@@ -138,7 +138,7 @@ export class TaskRuntime extends EventEmitter<TaskRuntimeEvents> {
       publish: (task, topic, payload, qos) => this.#routeOnly({ kind: 'task', id: task }, topic, payload, qos),
       ...(deps.devices ? { devices: deps.devices } : {}),
     });
-    this.#host = new TaskHost({
+    this.#host = new TaskHosts({
       log: deps.log,
       restartDelayMs: t.hostRestartDelayMs,
       onCall: (key, invocationId, method, argsJson) => this.#call(key, invocationId, method, argsJson),
@@ -158,7 +158,14 @@ export class TaskRuntime extends EventEmitter<TaskRuntimeEvents> {
         if (installed && this.#installed.get(installed.spec.name) === installed) this.#scheduler.pipeline(installed.spec.name, depth);
       },
     });
-    this.#host.on('restarted', () => deps.log.warn({ code: 'COORD_ERR_TASK_HOST_CRASHED', restarts: this.#host.restarts }, 'task host restarted; tasks reloaded'));
+    this.#host.on('restarted', (host) => deps.log.warn({ code: 'COORD_ERR_TASK_HOST_CRASHED', host, restarts: this.#host.restarts }, 'task host restarted; tasks reloaded'));
+    // A task that crashed its host again and again: BROKEN, with the reason, until it is redeployed.
+    this.#host.on('quarantined', (key, error) => {
+      const installed = this.#byKey.get(key);
+      if (!installed || this.#installed.get(installed.spec.name) !== installed) return;
+      deps.log.error({ code: error.code, task: installed.spec.name }, error.message);
+      this.#scheduler.quarantine(installed.spec.name, error);
+    });
     this.#scheduler = new Scheduler({
       slots: t.slots ?? Math.max(1, cpus().length),
       execute: (inv, done) => this.#execute(inv, done),
@@ -497,7 +504,7 @@ export class TaskRuntime extends EventEmitter<TaskRuntimeEvents> {
       queued: this.#scheduler.queued,
       running: this.#scheduler.running,
       unrouted: this.unrouted,
-      host: { pid: this.#host.pid ?? null, restarts: this.#host.restarts, rssBytes: host.rssBytes },
+      host: { pid: this.#host.pid ?? null, restarts: this.#host.restarts, rssBytes: host.rssBytes, processes: 'hosts' in host ? host.hosts : [] },
     };
   }
 

@@ -187,6 +187,9 @@ describe('Scheduler bounds', () => {
     await vi.advanceTimersByTimeAsync(1);
     expect(first.status).toBe('rejected');
     expect(first.error).toMatchObject({ code: 'COORD_ERR_TASK_TIMEOUT', message: containing('"t"') });
+    // The task is on probation: its next invocation waits out a back-off of one time limit.
+    expect(h.calls).toHaveLength(1);
+    await vi.advanceTimersByTimeAsync(100);
     expect(h.calls.map((c) => c.invocation.event)).toEqual([1, 2]); // the slot went to the next one
     h.calls[0]!.resolve('too late');
     h.calls[1]!.resolve('ok');
@@ -265,13 +268,14 @@ describe('Scheduler failures', () => {
     const h = setup();
     h.scheduler.setTasks([spec('t', { retries: { max: 3, backoffMs: 100 } })]);
     const result = track(h.scheduler.submit('t', 'e'));
-    h.calls[0]!.reject(taskError('COORD_ERR_TASK_HOST_CRASHED'));
+    // THREW: a failure that costs no probation back-off (see the fairness tests for those).
+    h.calls[0]!.reject(taskError('COORD_ERR_TASK_THREW'));
     await vi.advanceTimersByTimeAsync(99);
     expect(h.calls).toHaveLength(1);
     expect(h.scheduler.stats('t')).toMatchObject({ state: 'ERRORED', queued: 1, running: 0, retried: 1 });
     await vi.advanceTimersByTimeAsync(1);
     expect(h.calls).toHaveLength(2);
-    h.calls[1]!.reject(taskError('COORD_ERR_TASK_MEMORY'));
+    h.calls[1]!.reject(taskError('COORD_ERR_TASK_THREW'));
     await vi.advanceTimersByTimeAsync(199);
     expect(h.calls).toHaveLength(2);
     await vi.advanceTimersByTimeAsync(1);
@@ -329,7 +333,8 @@ describe('Scheduler failures', () => {
     h.scheduler.setTasks([spec('t', { retries: { max: 1, backoffMs: 10 } }), spec('d', { retries: { max: 5, backoffMs: 10 } })]);
     const t = track(h.scheduler.submit('t', null));
     h.calls[0]!.reject(taskError('COORD_ERR_TASK_TIMEOUT'));
-    await vi.advanceTimersByTimeAsync(10);
+    // The retry waits for its back-off and for the probation of a timed-out task (one time limit).
+    await vi.advanceTimersByTimeAsync(1000);
     h.calls[1]!.reject(taskError('COORD_ERR_TASK_THREW'));
     await vi.advanceTimersByTimeAsync(1000);
     expect(t.error?.code).toBe('COORD_ERR_TASK_THREW');
@@ -502,5 +507,79 @@ describe('Scheduler redeploy and close', () => {
     // Refusals reach submitTo's caller before it returns.
     scheduler.submitTo('nope', null, { resolve: () => heard.push('ok'), reject: (e) => heard.push(`err:${e.code}`) });
     expect(heard).toEqual(['ok:three', 'err:COORD_ERR_TASK_UNKNOWN']);
+  });
+});
+
+describe('Scheduler fairness (issue 14): one task\'s timeouts consume its own budget', () => {
+  it('puts tasks that time out on probation: together they hold at most a quarter of the slots, each backs off, and a benign task always finds a slot', async () => {
+    vi.useFakeTimers();
+    const h = setup({ slots: 8 });
+    const hostile = Array.from({ length: 8 }, (_, i) => spec(`slow-${i}`, { timeoutMs: 1000, queueDepth: 100 }));
+    h.scheduler.setTasks([...hostile, spec('echo', { timeoutMs: 1000, queueDepth: 100 })]);
+    // Round 1: every hostile task takes a slot (nothing is known of them yet) and times out.
+    for (const t of hostile) for (let i = 0; i < 5; i++) void h.scheduler.submit(t.name, i).catch(() => undefined);
+    expect(h.live()).toBe(8);
+    for (const c of h.calls.filter((x) => !x.settled)) c.reject(taskError('COORD_ERR_TASK_TIMEOUT'));
+    await flush();
+    // Now on probation: nothing of theirs runs before its back-off (one time limit) ends...
+    expect(h.live()).toBe(0);
+    const echo = track(h.scheduler.submit('echo', 'ping'));
+    expect(h.calls.at(-1)!.invocation.task).toBe('echo');
+    h.calls.at(-1)!.resolve('pong');
+    await flush();
+    expect(echo).toMatchObject({ status: 'fulfilled', value: 'pong' });
+    // ...and then together they hold at most 2 of the 8 slots (a quarter), one each at most.
+    await vi.advanceTimersByTimeAsync(1000);
+    expect(h.live()).toBe(2);
+    const running = h.calls.filter((x) => !x.settled).map((c) => c.invocation.task);
+    expect(new Set(running).size).toBe(2);
+    // The other six slots stay free for the benign task.
+    const pings = Array.from({ length: 6 }, (_, i) => track(h.scheduler.submit('echo', i)));
+    expect(h.calls.filter((x) => !x.settled && x.invocation.task === 'echo')).toHaveLength(1); // its concurrency is 1
+    for (let i = 0; i < 6; i++) {
+      h.calls.find((x) => !x.settled && x.invocation.task === 'echo')!.resolve(i);
+      await flush();
+    }
+    expect(pings.every((p) => p.status === 'fulfilled')).toBe(true);
+    // A second timeout doubles the back-off; a success ends the probation.
+    const [a, b] = h.calls.filter((x) => !x.settled);
+    a!.reject(taskError('COORD_ERR_TASK_TIMEOUT'));
+    b!.resolve('fine');
+    await flush();
+    expect(h.scheduler.stats(b!.invocation.task)).toMatchObject({ consecutiveFailures: 0 });
+    const aTask = a!.invocation.task;
+    const before = h.calls.filter((c) => c.invocation.task === aTask).length;
+    await vi.advanceTimersByTimeAsync(1999);
+    expect(h.calls.filter((c) => c.invocation.task === aTask)).toHaveLength(before);
+    await vi.advanceTimersByTimeAsync(1);
+    expect(h.calls.filter((c) => c.invocation.task === aTask)).toHaveLength(before + 1);
+  });
+
+  it('gives a free slot to the task holding the fewest, not to the oldest backlog', () => {
+    const h = setup({ slots: 2 });
+    h.scheduler.setTasks([spec('busy', { concurrency: 2, queueDepth: 100 }), spec('quiet')]);
+    for (let i = 0; i < 10; i++) void h.scheduler.submit('busy', i);
+    void h.scheduler.submit('quiet', 'q');
+    expect(h.calls.map((c) => c.invocation.task)).toEqual(['busy', 'busy']);
+    h.calls[0]!.resolve('done');
+    return flush().then(() => {
+      // busy holds one slot, quiet none: quiet goes first although busy's invocations are older.
+      expect(h.calls[2]!.invocation.task).toBe('quiet');
+    });
+  });
+
+  it('does not count a host crash caused by another task, and quarantines on request', async () => {
+    const h = setup();
+    h.scheduler.setTasks([spec('t')]);
+    for (let i = 0; i < 5; i++) {
+      const r = track(h.scheduler.submit('t', i));
+      h.calls.at(-1)!.reject(new CoordinatorError('COORD_ERR_TASK_HOST_CRASHED', 'another task crashed the host', { details: { bystander: true } }));
+      await flush();
+      expect(r.status).toBe('rejected');
+    }
+    expect(h.scheduler.stats('t')).toMatchObject({ state: 'INSTALLED', failed: 0, consecutiveFailures: 0 });
+    h.scheduler.quarantine('t', new CoordinatorError('COORD_ERR_TASK_QUARANTINED', 'crashed its host 3 times'));
+    expect(h.scheduler.stats('t')).toMatchObject({ state: 'BROKEN', lastError: { code: 'COORD_ERR_TASK_QUARANTINED' } });
+    await expect(h.scheduler.submit('t', 'x')).rejects.toMatchObject({ code: 'COORD_ERR_TASK_BROKEN' });
   });
 });
