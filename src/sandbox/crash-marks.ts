@@ -8,6 +8,13 @@
  * after it returns, so it is in the page cache — which outlives the process — when the crash comes; the
  * core reads the file after the exit and charges the crash to the tasks marked there (task-hosts.ts).
  *
+ * What a slot holds: 0, or the sequence number of the entry that set it (a 32-bit counter of the host).
+ * An invocation on isolated-vm's thread pool stays marked while it awaits a timer or a host call (the
+ * host cannot see when its isolate goes idle), so a crash can find several tasks marked; it is charged to
+ * the one that entered last — the others were already inside before it started — and the rest are
+ * bystanders. Two tasks entering at the same instant on different threads can still be confused; the
+ * charge then moves an innocent task to the isolation host (task-hosts.ts), and quarantine takes three.
+ *
  * A file rather than messages: messages still queued in the dying process are lost with it, and a pipe
  * could block the host's thread while the core is busy. One byte a slot at a fixed offset: a pwrite of
  * one byte costs about a microsecond and the file never grows. In /dev/shm when it exists (memory, not the
@@ -19,6 +26,8 @@ import { join } from 'node:path';
 
 /** Task versions one host can mark at once (slots are reused after an unload). */
 export const MARK_SLOTS = 4096;
+/** Bytes per slot: a uint32, little-endian. */
+const SLOT_BYTES = 4;
 
 /** The environment variable that names the marks file to the host process. */
 export const MARKS_ENV = 'COORD_TASK_HOST_MARKS';
@@ -63,7 +72,7 @@ export class CrashMarks {
     this.#free.push(slot);
   }
 
-  /** Keys whose code was running in the host when the file was last written (read after it died). */
+  /** Keys whose code was inside an isolate when the host died, the last to enter first (read after it died). */
   marked(): string[] {
     let bytes: Buffer;
     try {
@@ -71,16 +80,20 @@ export class CrashMarks {
     } catch {
       return [];
     }
-    const found: string[] = [];
-    for (const [key, slot] of this.#slots) if (bytes[slot]) found.push(key);
-    return found;
+    const found: { key: string; seq: number }[] = [];
+    for (const [key, slot] of this.#slots) {
+      const at = slot * SLOT_BYTES;
+      const seq = at + SLOT_BYTES <= bytes.length ? bytes.readUInt32LE(at) : 0;
+      if (seq !== 0) found.push({ key, seq });
+    }
+    return found.sort((a, b) => b.seq - a.seq).map((f) => f.key);
   }
 
   /** Zeroes every slot (before a new host process starts). */
   clear(): void {
     const fd = openSync(this.path, 'w', 0o600);
     try {
-      writeSync(fd, Buffer.alloc(MARK_SLOTS));
+      writeSync(fd, Buffer.alloc(MARK_SLOTS * SLOT_BYTES));
     } finally {
       closeSync(fd);
     }
@@ -96,8 +109,8 @@ export class CrashMarks {
 export class HostMarks {
   readonly #fd: number | undefined;
   readonly #depth = new Map<number, number>();
-  static readonly #ON = Buffer.from([1]);
-  static readonly #OFF = Buffer.from([0]);
+  readonly #buf = Buffer.alloc(SLOT_BYTES);
+  #seq = 0;
 
   constructor(path: string | undefined) {
     let fd: number | undefined;
@@ -113,7 +126,19 @@ export class HostMarks {
   enter(slot: number): void {
     const d = this.#depth.get(slot) ?? 0;
     this.#depth.set(slot, d + 1);
-    if (d === 0 && this.#fd !== undefined) writeSync(this.#fd, HostMarks.#ON, 0, 1, slot);
+    if (d === 0 && this.#fd !== undefined) {
+      this.#seq = this.#seq >= 0xfffffffe ? 1 : this.#seq + 1;
+      this.#buf.writeUInt32LE(this.#seq, 0);
+      writeSync(this.#fd, this.#buf, 0, SLOT_BYTES, slot * SLOT_BYTES);
+    }
+  }
+
+  /** The process is about to die because of the task in `slot` (isolated-vm's catastrophic error): it enters last. */
+  blame(slot: number): void {
+    this.#depth.set(slot, (this.#depth.get(slot) ?? 0) + 1);
+    if (this.#fd === undefined) return;
+    this.#buf.writeUInt32LE(0xffffffff, 0);
+    writeSync(this.#fd, this.#buf, 0, SLOT_BYTES, slot * SLOT_BYTES);
   }
 
   /** That code returned (or its isolate is gone). */
@@ -121,7 +146,10 @@ export class HostMarks {
     const d = this.#depth.get(slot) ?? 0;
     if (d <= 1) {
       this.#depth.delete(slot);
-      if (d === 1 && this.#fd !== undefined) writeSync(this.#fd, HostMarks.#OFF, 0, 1, slot);
+      if (d === 1 && this.#fd !== undefined) {
+        this.#buf.writeUInt32LE(0, 0);
+        writeSync(this.#fd, this.#buf, 0, SLOT_BYTES, slot * SLOT_BYTES);
+      }
     } else this.#depth.set(slot, d - 1);
   }
 }

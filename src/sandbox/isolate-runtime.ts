@@ -215,7 +215,7 @@ export class IsolateRuntime {
         // isolated-vm: V8 lost control of this isolate; nothing in this process can be trusted.
         process.stderr.write(`task host: catastrophic isolate error in ${task.name}: ${message}\n`);
         // Whatever thread this comes from, the crash is this task's (crash-marks.ts).
-        marks.enter(this.#slot);
+        marks.blame(this.#slot);
         process.abort();
       },
     });

@@ -58,7 +58,7 @@ export interface TaskHostOptions {
 
 /** What a crash of the host process left behind (the 'crash' event). */
 export interface HostCrash {
-  /** Keys whose code was running in the host when it died (crash-marks.ts): the crash is theirs. */
+  /** The task whose code entered an isolate last before the host died (crash-marks.ts): the crash is its. */
   readonly culprits: readonly string[];
   readonly code: number | null;
   readonly signal: NodeJS.Signals | null;
@@ -98,6 +98,8 @@ export class TaskHost extends EventEmitter<{ restarted: []; exit: [code: number 
   readonly #quick = new Set<string>();
   #statsWaiters: Waiter<{ tasks: readonly HostTaskStats[]; rssBytes: number }>[] = [];
   #closing = false;
+  /** The process is ready and has been sent every task to load: invocations may go to it. */
+  #serving = false;
   #restartDelay: number;
   #upSince = 0;
   /** Times the host was restarted after dying. */
@@ -116,7 +118,9 @@ export class TaskHost extends EventEmitter<{ restarted: []; exit: [code: number 
 
   /** Starts the host process; resolves once it is ready. */
   start(): Promise<void> {
-    this.#ready ??= this.#spawn();
+    this.#ready ??= this.#spawn().then(() => {
+      this.#serving = true;
+    });
     return this.#ready;
   }
 
@@ -269,11 +273,12 @@ export class TaskHost extends EventEmitter<{ restarted: []; exit: [code: number 
   #onExit(child: ChildProcess, code: number | null, signal: NodeJS.Signals | null): void {
     if (this.#child !== child) return;
     this.#child = undefined;
+    this.#serving = false;
     this.emit('exit', code, signal);
     const how = signal ?? `code ${code}`;
     // Read before anything else runs: whose code was in an isolate when the process died. Listeners of
     // 'crash' may move those tasks elsewhere (forget) before this host is started again.
-    const culprits = this.#closing ? [] : (this.#marks?.marked() ?? []);
+    const culprits = this.#closing ? [] : (this.#marks?.marked() ?? []).slice(0, 1);
     if (!this.#closing) this.emit('crash', { culprits, code, signal });
     const failed = [...this.#invocations.entries()];
     this.#invocations.clear();
@@ -318,6 +323,8 @@ export class TaskHost extends EventEmitter<{ restarted: []; exit: [code: number 
     this.restarts++;
     // Every task again, pinned ones through onStart; loads waiting from before the crash settle now.
     for (const task of this.#tasks.values()) this.#send({ t: 'load', task });
+    // Invocations sent from now on follow the loads in the same channel, in order.
+    this.#serving = true;
     this.emit('restarted');
   }
 
@@ -380,7 +387,7 @@ export class TaskHost extends EventEmitter<{ restarted: []; exit: [code: number 
 
   /** As invoke(), telling `done` (never before this returns): no promise per invocation. */
   run(key: string, id: string, eventJson: string, done: InvocationDone, retried = false): void {
-    if (!this.#child?.connected) {
+    if (!this.#serving || !this.#child?.connected) {
       this.#runLater(key, id, eventJson, done, retried);
       return;
     }
@@ -394,7 +401,7 @@ export class TaskHost extends EventEmitter<{ restarted: []; exit: [code: number 
    */
   #runLater(key: string, id: string, eventJson: string, done: InvocationDone, retried: boolean): void {
     const retry = (): void => {
-      if (this.#child?.connected) this.run(key, id, eventJson, done, retried);
+      if (this.#serving && this.#child?.connected) this.run(key, id, eventJson, done, retried);
       else if (this.#closing) done(new CoordinatorError('COORD_ERR_TASK_CANCELLED', 'the coordinator is stopping'));
       else setTimeout(retry, 20);
     };
