@@ -19,6 +19,7 @@ import { brokerThroughput } from './broker-throughput.js';
 import { cloud } from './cloud.js';
 import { deployment } from './deployment.js';
 import { devices } from './devices.js';
+import { hostileNeighbours } from './hostile-neighbours.js';
 import { idleRss } from './idle-rss.js';
 import { shadowUpdates } from './shadow-updates.js';
 import { taskRuntime } from './task-runtime.js';
@@ -30,6 +31,7 @@ const BENCHMARKS = [
   { name: 'idle-rss', run: idleRss },
   { name: 'shadow-updates', run: shadowUpdates },
   { name: 'task-runtime', run: taskRuntime },
+  { name: 'hostile-neighbours', run: hostileNeighbours },
   { name: 'deployment', run: deployment },
   { name: 'cloud', run: cloud },
   { name: 'devices', run: devices },
