@@ -68,6 +68,10 @@ export const ERRORS = {
     meaning: 'The TLS listener could not load its certificate, key or CA.',
     remedy: 'Check listeners.mqtts.certFile / keyFile / caFile and the passphrase.',
   },
+  COORD_ERR_BROKER_PATCH_FAILED: {
+    meaning: 'A patch the broker applies to aedes, mqtt-packet or aedes-persistence internals did not take effect, or a version other than the one package.json pins is installed (e.g. after an upgrade); the coordinator refused to start, before any listener bound.',
+    remedy: 'Install the exact versions package.json pins (`npm install`); the message names the patch. If it persists with those versions, report it.',
+  },
   COORD_ERR_MQTT_CLIENT_ID: {
     meaning: 'A CONNECT was refused with return code 0x02 (identifier rejected): an empty client id with cleanSession=0, or one longer than the configured limit.',
     remedy: 'Use a non-empty client id of at most broker.maxClientIdBytes bytes (AWS IoT allows 128).',

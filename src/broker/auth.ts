@@ -196,6 +196,7 @@ export function createAuthorizer(options: AuthorizerOptions): Authorizer {
         done(returnCode === 4 ? authError(4, 'bad user name or password') : authError(5, 'not authorized'), false);
       };
       const accept = (principal: Principal): void => {
+        // aedes internals (no public API has the will before CONNACK): checked at start, ./patches.ts.
         const will = (client as unknown as { _will?: { topic: string; payload: Buffer } })._will;
         if (will && !mayPublishWillAs(principal, will.topic)) {
           log.warn({ code: 'COORD_ERR_MQTT_PUBLISH_DENIED', clientId: client.id, ip, topic: will.topic }, 'CONNECT refused: will topic not allowed');

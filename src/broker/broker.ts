@@ -1,6 +1,11 @@
 /**
  * The embedded MQTT broker: aedes with durable persistence, the auth seam, presence events and the
  * configured listeners.
+ *
+ * It reaches into aedes internals (aedes.mq._matcher, aedes.counter, aedes.clients, a client's
+ * deliverQoS) and patches aedes.publish; these, and the patches of ./packet-writer.ts and friends, are
+ * listed and checked in ./patches.ts: start-up refuses with COORD_ERR_BROKER_PATCH_FAILED before any
+ * listener binds if one of them did not take effect.
  */
 import { Aedes, type Client, type PublishPacket } from 'aedes';
 import type { AedesPacket } from 'aedes-packet';
@@ -12,10 +17,10 @@ import type { Logger } from '../log/logger.js';
 import type { Store } from '../store/database.js';
 import { createAuthorizer } from './auth.js';
 import { startListener, type Listener, type ListenerSpec } from './listeners.js';
+import { applyBrokerPatches, verifyBrokerInstance } from './patches.js';
 import { DurablePersistence } from './persistence.js';
 import { Presence } from './presence.js';
-import { expectPuback, installPubackGate, releasePuback } from './puback-gate.js';
-import { installWriteBatching } from './write-batching.js';
+import { expectPuback, releasePuback } from './puback-gate.js';
 
 /** A running broker. */
 export interface Broker {
@@ -204,9 +209,9 @@ class ResumeGuard {
 export async function startBroker(config: CoordinatorConfig, store: Store, log: Logger, devices?: DeviceRegistry): Promise<Broker> {
   // Resolved first: a missing PKI file is a configuration problem, reported before anything starts.
   const specs = listenerSpecs(config);
-  installPubackGate();
-  // One socket write per connection per event-loop turn (./write-batching.ts).
-  installWriteBatching();
+  // The PUBACK gate, write batching and number cache patch mqtt-packet as aedes loaded it; refused here
+  // (COORD_ERR_BROKER_PATCH_FAILED) if a patch did not take effect or a pinned version is not installed.
+  applyBrokerPatches();
   const presence = new Presence(log);
   const authorizer = createAuthorizer({
     anonymous: config.broker.anonymous,
@@ -288,8 +293,9 @@ export async function startBroker(config: CoordinatorConfig, store: Store, log: 
   aedes.on('clientReady', (client) => resumes.ready(client));
   // aedes keeps connected clients in a public-but-untyped map; read it in one place.
   const clientMap = (): Record<string, Client> => (aedes as unknown as { clients: Record<string, Client> }).clients;
+  let unfollow: (() => void) | undefined;
   if (devices) {
-    followDeviceConnections({ aedes, clientById: (id) => clientMap()[id], markReason: (client, reason) => presence.markReason(client, reason) }, devices, log);
+    unfollow = followDeviceConnections({ aedes, clientById: (id) => clientMap()[id], markReason: (client, reason) => presence.markReason(client, reason) }, devices, log);
   }
 
   // aedes runs a message's pipeline from broker.publish, called right after the (held) PUBACK: retained
@@ -300,7 +306,7 @@ export async function startBroker(config: CoordinatorConfig, store: Store, log: 
   type PublishFn = (packet: PublishPacket, client?: Client | null | ((err?: Error) => void), done?: (err?: Error) => void) => void;
   const publish = aedes.publish.bind(aedes) as unknown as PublishFn;
   const counter = (): number => (aedes as unknown as { counter: number }).counter;
-  (aedes as unknown as { publish: PublishFn }).publish = (packet, clientOrDone, maybeDone) => {
+  const gatedPublish: PublishFn = (packet, clientOrDone, maybeDone) => {
     const client = typeof clientOrDone === 'function' ? null : (clientOrDone ?? null);
     const done = typeof clientOrDone === 'function' ? clientOrDone : maybeDone;
     // Started before the broker's own writes, in arrival order: both go into the same group commit.
@@ -335,6 +341,7 @@ export async function startBroker(config: CoordinatorConfig, store: Store, log: 
       },
     );
   };
+  (aedes as unknown as { publish: PublishFn }).publish = gatedPublish;
 
   aedes.on('clientError', (client, err) => {
     log.debug({ clientId: client.id, err: err.message, code: 'COORD_ERR_MQTT_PROTOCOL' }, 'client connection closed on error');
@@ -343,6 +350,16 @@ export async function startBroker(config: CoordinatorConfig, store: Store, log: 
     log.debug({ err: err.message, code: 'COORD_ERR_MQTT_PROTOCOL' }, 'connection closed before CONNECT completed');
   });
   (aedes as NodeJS.EventEmitter).on('error', (err: Error) => log.error({ err, code: 'COORD_ERR_INTERNAL' }, 'broker error'));
+
+  // Every touch of this instance's internals holds, or nothing starts (no persistence set up, no
+  // listener bound): see ./patches.ts.
+  try {
+    verifyBrokerInstance(aedes, gatedPublish);
+  } catch (err) {
+    unfollow?.(); // aedes itself has not started (no listen()): nothing else to undo
+    throw err;
+  }
+  const matcher = (aedes as unknown as { mq: { _matcher: { match(topic: string): unknown[] } } }).mq._matcher;
 
   await aedes.listen();
 
@@ -380,7 +397,6 @@ export async function startBroker(config: CoordinatorConfig, store: Store, log: 
   // QoS 1/2 subscriptions also stay in persistence while they are offline.
   // A "no" is remembered until the next SUBSCRIBE anywhere (only a new subscription can turn it into a
   // "yes"), so topics nobody listens to cost one map lookup.
-  const matcher = (aedes as unknown as { mq: { _matcher: { match(topic: string): unknown[] } } }).mq._matcher;
   const unheard = new Set<string>();
   let subscribes = 0; // a lookup that straddles a SUBSCRIBE must not store its "no"
   aedes.on('subscribe', () => {

@@ -9,8 +9,8 @@ import type { TLSSocket } from 'node:tls';
 import type { Aedes } from 'aedes';
 import type { Logger } from '../log/logger.js';
 import { CoordinatorError } from '../errors.js';
-import { requireFromAedes } from './aedes-modules.js';
 import { tagConnection, type ListenerInfo } from './auth.js';
+import { uncachePacketNumbers } from './packet-writer.js';
 import { gateConnection } from './puback-gate.js';
 
 /** What a listener binds and how. */
@@ -49,21 +49,6 @@ function readPem(path: string, what: string): Buffer {
   } catch (err) {
     throw new CoordinatorError('COORD_ERR_BROKER_TLS', `cannot read TLS ${what} ${path}: ${(err as Error).message}`, { cause: err });
   }
-}
-
-let packetNumbersUncached = false;
-
-/**
- * mqtt-packet, which aedes writes every packet with, builds a cache of all 65,536 two-byte numbers
- * (packet ids, string lengths) the first time it writes: one Buffer object each, 6–7 MiB of V8 heap
- * that never goes away, to save allocating 2 bytes per number written. Turned off before the first
- * connection can make anything write. The setter lives on the module's own function: aedes' exported
- * `writeToStream` may already be the PUBACK gate's wrapper (./puback-gate.ts).
- */
-function uncachePacketNumbers(): void {
-  if (packetNumbersUncached) return;
-  packetNumbersUncached = true;
-  requireFromAedes<{ cacheNumbers: boolean }>('mqtt-packet/writeToStream.js').cacheNumbers = false;
 }
 
 async function makeServer(spec: ListenerSpec, accept: (socket: Socket) => void): Promise<Server> {

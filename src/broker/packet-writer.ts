@@ -37,6 +37,11 @@ const MAX_REMAINING_LENGTH = 268_435_455;
 const MAX_STRING_BYTES = 65_535;
 
 let installed = false;
+/** mqtt-packet's own writeToStream as it was before the first layer (the start-time check compares). */
+let underlying: unknown;
+/** The outermost layer put in place here: aedes' writeToStream must be this (./patches.ts checks). */
+let outermost: WriteToStream | undefined;
+let packetNumbersUncached = false;
 
 /** Bytes of the Remaining Length field for `n` [MQTT-2.2.3]: 7 bits per byte. */
 function varIntBytes(n: number): number {
@@ -114,14 +119,18 @@ export function installPacketWriter(): void {
   if (installed) return;
   installed = true;
   const mqttPacket = requireFromAedes<{ writeToStream: WriteToStream }>('mqtt-packet');
+  underlying = mqttPacket.writeToStream;
   const original = mqttPacket.writeToStream.bind(mqttPacket);
-  mqttPacket.writeToStream = (packet, stream, opts) => {
+  const writer: WriteToStream = (packet, stream, opts) => {
     if (opts?.protocolVersion === undefined || opts.protocolVersion < 5) {
       const written = packet.cmd === 'publish' ? writePublish(packet, stream) : packet.cmd === 'puback' ? writePuback(packet, stream) : undefined;
       if (written !== undefined) return written;
     }
     return original(packet, stream, opts);
   };
+  outermost = writer;
+  // Throws (strict mode) if the property is read-only; an accessor may also ignore it: ./patches.ts checks.
+  mqttPacket.writeToStream = writer;
 }
 
 /**
@@ -133,5 +142,29 @@ export function installPacketWriter(): void {
 export function wrapPacketWriter(wrap: (inner: WriteToStream) => WriteToStream): void {
   installPacketWriter();
   const mqttPacket = requireFromAedes<{ writeToStream: WriteToStream }>('mqtt-packet');
-  mqttPacket.writeToStream = wrap(mqttPacket.writeToStream.bind(mqttPacket));
+  const writer = wrap(mqttPacket.writeToStream.bind(mqttPacket));
+  outermost = writer;
+  mqttPacket.writeToStream = writer;
+}
+
+/**
+ * The writers as this module left them, for the start-time check (./patches.ts): `outermost` is the layer
+ * aedes' mqtt-packet.writeToStream must be now; `underlying` is mqtt-packet's own writer that the layers
+ * end in (undefined before the first install).
+ */
+export function packetWriterState(): { readonly outermost: WriteToStream | undefined; readonly underlying: unknown } {
+  return { outermost, underlying };
+}
+
+/**
+ * mqtt-packet, which aedes writes every packet with, builds a cache of all 65,536 two-byte numbers
+ * (packet ids, string lengths) the first time it writes: one Buffer object each, 6–7 MiB of V8 heap
+ * that never goes away, to save allocating 2 bytes per number written. Turned off before the first
+ * connection can make anything write (at broker start, and by every listener). The setter lives on the
+ * module's own function: aedes' exported `writeToStream` may already be one of the layers above.
+ */
+export function uncachePacketNumbers(): void {
+  if (packetNumbersUncached) return;
+  packetNumbersUncached = true;
+  requireFromAedes<{ cacheNumbers: boolean }>('mqtt-packet/writeToStream.js').cacheNumbers = false;
 }

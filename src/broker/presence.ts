@@ -106,7 +106,8 @@ export class Presence {
     const session = this.#sessions.get(client);
     if (!session) return Promise.resolve(); // never announced, or already announced at shutdown
     this.#sessions.delete(client);
-    // aedes sets _disconnected only when the client sent DISCONNECT; no public API exposes it.
+    // aedes sets _disconnected only when the client sent DISCONNECT; no public API exposes it (checked
+    // at start, ./patches.ts).
     const graceful = (client as unknown as { _disconnected?: boolean })._disconnected === true;
     const reason = graceful ? 'CLIENT_INITIATED_DISCONNECT' : (session.reason ?? 'CONNECTION_LOST');
     return this.#publish('disconnected', client.id, {
