@@ -141,7 +141,7 @@ export const ERRORS = {
     remedy: 'The message and stack come from the task; fix the task.',
   },
   COORD_ERR_TASK_HOST_CRASHED: {
-    meaning: 'The task host process died while the invocation was queued in it or running; the core restarts the host.',
+    meaning: "A task host process died while this task's code ran in it (a V8 fatal error); the crash is charged to the task, which moves to the isolation host, and the host restarts. Invocations of other tasks are run again and, if caught twice, fail with details.bystander, never counted against them.",
     remedy: 'Usually a V8 fatal error caused by a task: the log line before it names the host exit; the invocation may be retried.',
   },
   COORD_ERR_TASK_LOAD: {

@@ -72,7 +72,7 @@ export class CrashMarks {
     this.#free.push(slot);
   }
 
-  /** Keys whose code was inside an isolate when the host died, the last to enter first (read after it died). */
+  /** Keys whose code was inside an isolate when the host died, the last to enter first (read after it died; the first is charged). */
   marked(): string[] {
     let bytes: Buffer;
     try {

@@ -59,7 +59,7 @@ export interface TaskHostOptions {
 /** What a crash of the host process left behind (the 'crash' event). */
 export interface HostCrash {
   /** The task whose code entered an isolate last before the host died (crash-marks.ts): the crash is its. */
-  readonly culprits: readonly string[];
+  readonly culprit: string | undefined;
   readonly code: number | null;
   readonly signal: NodeJS.Signals | null;
 }
@@ -278,12 +278,12 @@ export class TaskHost extends EventEmitter<{ restarted: []; exit: [code: number 
     const how = signal ?? `code ${code}`;
     // Read before anything else runs: whose code was in an isolate when the process died. Listeners of
     // 'crash' may move those tasks elsewhere (forget) before this host is started again.
-    const culprits = this.#closing ? [] : (this.#marks?.marked() ?? []).slice(0, 1);
-    if (!this.#closing) this.emit('crash', { culprits, code, signal });
+    const culprit = this.#closing ? undefined : this.#marks?.marked()[0];
+    if (!this.#closing) this.emit('crash', { culprit, code, signal });
     const failed = [...this.#invocations.entries()];
     this.#invocations.clear();
     for (const [id, w] of failed) {
-      if (this.#closing || culprits.includes(w.key)) {
+      if (this.#closing || w.key === culprit) {
         w.done(new CoordinatorError('COORD_ERR_TASK_HOST_CRASHED', `the task host process exited (${how}) while this task's code was running in it`));
       } else if (!w.retried) {
         // A bystander: another task's code killed the host. Run it again, once, on a host that lives.
@@ -305,10 +305,10 @@ export class TaskHost extends EventEmitter<{ restarted: []; exit: [code: number 
     this.#upSince = 0;
     // A crash charged to a task that is not reloaded here (moved or quarantined) cannot repeat: the
     // tasks left did nothing wrong and are back at once. Otherwise the backoff guards against a loop.
-    const attributed = culprits.length > 0 && culprits.every((k) => !this.#tasks.has(k));
+    const attributed = culprit !== undefined && !this.#tasks.has(culprit);
     const delay = attributed ? 0 : this.#restartDelay;
     if (!attributed) this.#restartDelay = Math.min(delay * 2, this.#opts.maxRestartDelayMs ?? 5000);
-    this.#opts.log.error({ code: 'COORD_ERR_TASK_HOST_CRASHED', host: this.#opts.name ?? 'shared', exitCode: code, signal, culprits, restartInMs: delay }, 'task host exited; restarting it');
+    this.#opts.log.error({ code: 'COORD_ERR_TASK_HOST_CRASHED', host: this.#opts.name ?? 'shared', exitCode: code, signal, culprit, restartInMs: delay }, 'task host exited; restarting it');
     setTimeout(() => void this.#restart(), delay).unref();
   }
 

@@ -1,14 +1,15 @@
 /**
  * The task host processes and which task runs in which (the core's side). Every task starts in the
- * shared host. When a host dies, the crash is charged to the tasks whose code was running in it
- * (crash-marks.ts): those are moved to a second process, the isolation host, made only when first
+ * shared host. When a host dies, the crash is charged to the task whose code entered an isolate
+ * last (crash-marks.ts): it is moved to a second process, the isolation host, made only when first
  * needed, so that what they do next can no longer touch the other tasks; the others' invocations that
  * were in the dying host run again (task-host.ts) and are never counted against them. A task charged with
  * QUARANTINE_AFTER_CRASHES crashes is not loaded again until it is redeployed (COORD_ERR_TASK_QUARANTINED).
  *
- * Why two processes and not one per task: a task host is a Node.js process with isolated-vm loaded, about
- * 40 MB of RSS before any task (measured, docs/architecture.md), against a budget of 3 MB per warm task on
- * a 1 GB gateway. Trusted and suspect tasks apart costs one such process, and only after a crash.
+ * Why two processes and not one per task: each task host is a whole Node.js process with isolated-vm
+ * loaded (the isolation host measured 66 MB RSS holding three hostile tasks, `node bench/run.js --only
+ * hostile`), against a budget of 3 MB per warm task on a 1 GB gateway. Keeping suspect tasks apart from
+ * the rest costs one such process, and only after a crash. Not yet measured: an idle host's RSS on Node 24.
  */
 import { EventEmitter } from 'node:events';
 import { CoordinatorError } from '../errors.js';
@@ -63,38 +64,32 @@ export class TaskHosts extends EventEmitter<{ restarted: [host: string]; quarant
   }
 
   /**
-   * Called while `host` is down, before it is started again: charges the crash, moves the culprits out of
-   * a shared host, quarantines repeat offenders.
+   * Called while `host` is down, before it is started again: charges the crash, moves the culprit out of
+   * the shared host, quarantines a repeat offender.
    */
   #onCrash(host: TaskHost, name: 'shared' | 'isolation', crash: HostCrash): void {
-    if (this.#closing) return;
-    for (const key of crash.culprits) {
-      const task = host.task(key);
-      if (!task) continue;
-      const n = (this.#crashes.get(key) ?? 0) + 1;
-      this.#crashes.set(key, n);
-      const how = crash.signal ?? `exit code ${crash.code}`;
-      const error = new CoordinatorError('COORD_ERR_TASK_HOST_CRASHED', `task ${task.name}@${task.version} crashed the ${name} task host (${how}); crash ${n} of ${QUARANTINE_AFTER_CRASHES} before it is quarantined`);
-      this.#opts.onFailed(key, error);
-      if (n >= QUARANTINE_AFTER_CRASHES) {
-        host.forget(key);
-        this.#where.delete(key);
-        const q = new CoordinatorError('COORD_ERR_TASK_QUARANTINED', `task ${task.name}@${task.version} crashed its task host ${n} times; it is stopped until it is deployed again`);
-        this.#quarantined.set(key, q);
-        this.emit('quarantined', key, q);
-        continue;
-      }
-      if (name === 'shared') {
-        host.forget(key);
-        this.#isolation ??= this.#make('isolation');
-        const isolation = this.#isolation;
-        this.#where.set(key, isolation);
-        isolation.load(task).catch((err: unknown) => {
-          const e = err instanceof CoordinatorError ? err : new CoordinatorError('COORD_ERR_TASK_LOAD', String(err));
-          this.#opts.onFailed(key, e);
-        });
-      }
+    const key = crash.culprit;
+    const task = key === undefined ? undefined : host.task(key);
+    if (this.#closing || key === undefined || !task) return;
+    const n = (this.#crashes.get(key) ?? 0) + 1;
+    this.#crashes.set(key, n);
+    const how = crash.signal ?? `exit code ${crash.code}`;
+    this.#opts.onFailed(key, new CoordinatorError('COORD_ERR_TASK_HOST_CRASHED', `task ${task.name}@${task.version} crashed the ${name} task host (${how}); crash ${n} of ${QUARANTINE_AFTER_CRASHES} before it is quarantined`));
+    if (n >= QUARANTINE_AFTER_CRASHES) {
+      host.forget(key);
+      this.#where.delete(key);
+      const q = new CoordinatorError('COORD_ERR_TASK_QUARANTINED', `task ${task.name}@${task.version} crashed its task host ${n} times; it is stopped until it is deployed again`);
+      this.#quarantined.set(key, q);
+      this.emit('quarantined', key, q);
+      return;
     }
+    if (name !== 'shared') return;
+    host.forget(key);
+    const isolation = (this.#isolation ??= this.#make('isolation'));
+    this.#where.set(key, isolation);
+    isolation.load(task).catch((err: unknown) => {
+      this.#opts.onFailed(key, err instanceof CoordinatorError ? err : new CoordinatorError('COORD_ERR_TASK_LOAD', String(err)));
+    });
   }
 
   /** Process id of the shared host (undefined while it restarts). */
@@ -105,12 +100,6 @@ export class TaskHosts extends EventEmitter<{ restarted: [host: string]; quarant
   /** Restarts of every host. */
   get restarts(): number {
     return this.#shared.restarts + (this.#isolation?.restarts ?? 0);
-  }
-
-  /** Where a key runs: 'shared', 'isolation' or 'quarantined' (undefined: not loaded). */
-  placement(key: string): 'shared' | 'isolation' | 'quarantined' {
-    if (this.#quarantined.has(key)) return 'quarantined';
-    return this.#where.get(key) === this.#isolation && this.#isolation ? 'isolation' : 'shared';
   }
 
   /** Loads a task version in the shared host. */

@@ -498,13 +498,13 @@ export class TaskRuntime extends EventEmitter<TaskRuntimeEvents> {
 
   /** Totals for `coordinator status`. */
   async status(): Promise<Record<string, unknown>> {
-    const host = await this.#host.stats().catch(() => ({ tasks: [], rssBytes: 0 }));
+    const host = await this.#host.stats().catch(() => ({ tasks: [], rssBytes: 0, hosts: [] }));
     return {
       installed: this.#installed.size,
       queued: this.#scheduler.queued,
       running: this.#scheduler.running,
       unrouted: this.unrouted,
-      host: { pid: this.#host.pid ?? null, restarts: this.#host.restarts, rssBytes: host.rssBytes, processes: 'hosts' in host ? host.hosts : [] },
+      host: { pid: this.#host.pid ?? null, restarts: this.#host.restarts, rssBytes: host.rssBytes, processes: host.hosts },
     };
   }
 
